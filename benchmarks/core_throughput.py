@@ -1,0 +1,79 @@
+"""Benchmark (not a test): command-task throughput and single-task round trip.
+
+Part 1: N ``true`` tasks (cores=1) on one worker with 2 cores, all submitted at once;
+tasks/s from the first submit to the last ``wait()`` return, with the manager's CPU time
+per task. Part 2: R sequential round trips of one task (submit, wait); median and p95 in ms.
+Prints one JSON line per result. Usage: ``python benchmarks/core_throughput.py [--n 10000]``.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import ndcctools.taskvine as vine
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--rounds", type=int, default=200)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="vine-bench-")
+    try:
+        with vine.Manager(port=0, run_info_path=os.path.join(work, "ri")) as m:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "--single-shot",
+                 "--cores", "2", "--memory", "4000", "--disk", "20000", "--workspace",
+                 os.path.join(work, "w"), "127.0.0.1", str(m.port)])
+
+            def one() -> vine.Task:
+                t = vine.Task("true")
+                t.set_cores(1)
+                return t
+
+            m.submit(one())
+            while m.wait(5) is None:
+                pass
+            t0, c0 = time.perf_counter(), cpu()
+            for _ in range(args.n):
+                m.submit(one())
+            for _ in range(args.n):
+                t = m.wait(60)
+                if t is None or not t.successful():
+                    raise SystemExit(f"task failed or timed out: {t}")
+            wall, mcpu = time.perf_counter() - t0, cpu() - c0
+            print(json.dumps({"bench": "throughput", "n": args.n,
+                              "tasks_per_s": round(args.n / wall, 1),
+                              "manager_cpu_ms_per_task": round(mcpu / args.n * 1000, 3),
+                              "load1": os.getloadavg()[0]}))
+            lat = []
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                m.submit(one())
+                m.wait(60)
+                lat.append((time.perf_counter() - t0) * 1000)
+            lat.sort()
+            print(json.dumps({"bench": "round_trip", "n": args.rounds,
+                              "median_ms": round(statistics.median(lat), 3),
+                              "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 3),
+                              "load1": os.getloadavg()[0]}))
+        worker.wait(30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

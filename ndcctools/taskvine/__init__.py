@@ -1,0 +1,40 @@
+"""TaskVine in pure Python: ``import ndcctools.taskvine as vine``.
+
+A ``Manager`` accepts ``vine_worker`` connections, sends them ``Task``s with their ``File``s
+and returns the finished tasks from ``wait()``. See ``docs/architecture.md``.
+"""
+
+__version__ = "0.1.0"  # first: submodules read it
+
+from . import cvine  # noqa: E402, F401 - vine.cvine is public
+from ._pending import (
+    DaskVine,
+    DaskVineDag,
+    Factory,
+    FunctionCall,
+    FutureFunctionCall,
+    FuturePythonTask,
+    FuturesExecutor,
+    LibraryTask,
+    PythonTask,
+    VineFuture,
+)
+from .cvine import *  # noqa: F403 - upstream programs use vine.VINE_* too
+from .file import File
+from .manager import Manager
+from .task import Task
+
+
+class PythonTaskNoResult(Exception):
+    """The output of a PythonTask whose function did not return a value."""
+
+
+class DaskVineWarning(UserWarning):
+    """Warnings of the Dask integration."""
+
+
+__all__ = [
+    "Manager", "File", "Factory", "LibraryTask", "FunctionCall", "FuturesExecutor",
+    "FuturePythonTask", "FutureFunctionCall", "VineFuture", "Task", "PythonTask",
+    "PythonTaskNoResult", "DaskVine", "DaskVineDag",
+]

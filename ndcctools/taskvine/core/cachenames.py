@@ -1,0 +1,68 @@
+"""Cache names of declared files, as upstream computes them (protocol spec §6).
+
+Level >= 2 (worker, forever) names come from content: ``file-md5-<checksum>``,
+``buffer-md5-<md5>``. Level 0-1 names are cheap: ``file-meta-<md5 of path-size-ctime>`` for
+local files that exist, random ``<kind>-rnd-<15 letters>`` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import stat
+import string
+import time
+
+_LETTERS = string.ascii_lowercase
+
+
+def random_name(kind: str) -> str:
+    return f"{kind}-rnd-{''.join(random.choices(_LETTERS, k=15))}"
+
+
+def _ctime(seconds: float) -> str:
+    """C's ``ctime()`` text (day padded with a space), trailing newline included."""
+    t = time.localtime(seconds)
+    return time.strftime(f"%a %b {t.tm_mday:2d} %H:%M:%S %Y\n", t)
+
+
+def checksum(path: str) -> str:
+    """MD5 of a file's bytes, a link's target, or (recursively) a directory's entries."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return hashlib.md5(os.readlink(path).encode()).hexdigest()
+    if stat.S_ISDIR(st.st_mode):
+        h = hashlib.md5()
+        for entry in sorted(os.listdir(path), key=os.fsencode):
+            child = os.path.join(path, entry)
+            est = os.stat(child)
+            h.update(f"{entry}:{est.st_mode:o}:{_ctime(est.st_mtime)}:{checksum(child)}:\n"
+                     .encode())
+        return h.hexdigest()
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_file_name(path: str, level: int) -> str:
+    """Cache name of a local file or directory declared at ``level``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return random_name("file")
+    if level >= 2:
+        try:
+            return f"file-md5-{checksum(path)}"
+        except OSError:
+            return random_name("file")
+    text = f"{path}-{st.st_size}-{_ctime(st.st_mtime)}"
+    return f"file-meta-{hashlib.md5(text.encode()).hexdigest()}"
+
+
+def buffer_name(data: bytes | None, level: int) -> str:
+    if level >= 2 and data:
+        return f"buffer-md5-{hashlib.md5(data).hexdigest()}"
+    return random_name("buffer")

@@ -1,0 +1,724 @@
+"""The manager's engine: one single-threaded loop that runs inside ``wait()``.
+
+Theory of operation. Like upstream, nothing happens between calls: ``submit()`` only queues,
+and ``wait()`` turns the crank until a task can be returned or the time is up. One turn of
+the crank (``_cycle``) has four named phases::
+
+    schedule   ready tasks → workers with room (allocation + choice of worker: pure policies)
+    flush      queued bytes → sockets (non-blocking; file contents with sendfile)
+    poll       select(); accept new connections; read, decode, dispatch each message
+    timers     keepalives, lost workers, tasks whose start time came
+
+Every message from a worker goes to exactly one handler, found in ``_HANDLERS`` by type;
+reply events (items, stdout) go to the reply at the head of that connection's FIFO. A
+connection that sends something malformed or unknown is closed, the reason goes to the
+debug log, and its tasks go back to the queue; the other workers are not affected.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import cvine
+from .. import protocol as p
+from ..items import outgoing, tree_size
+from ..results import result_string
+from .allocation import Policy, Resources, allocate, can_ever_fit, fits
+from .connection import Connection
+from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
+from .tasks import READY, RETRIEVED, RUNNING, STATE_NAMES, WAITING_RETRIEVAL, TaskRecord, TaskTable
+from .workers import WorkerRecord
+
+if TYPE_CHECKING:
+    from ..file import File
+    from ..task import Task
+    from .debuglog import DebugLog
+    from .tuning import Tuning
+    from .txnlog import TransactionLog
+
+RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EXHAUSTION}
+NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
+              cvine.VINE_RESULT_RESOURCE_EXHAUSTION}
+
+
+def bind_listener(port: int | tuple[int, int]) -> socket.socket:
+    """Listen on ``port`` (0 = any free port) or the first free port of ``(low, high)``."""
+    low, high = (port, port) if isinstance(port, int) else port
+    last: OSError | None = None
+    for candidate in range(low, high + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", candidate))
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        sock.listen(256)
+        sock.setblocking(False)
+        return sock
+    raise OSError(f"no free port in {low}..{high}: {last}")
+
+
+class Engine:
+    """Owns the listening socket, the connections, the task table and the worker table."""
+
+    def __init__(self, listener: socket.socket, tuning: Tuning, debug: DebugLog,
+                 txn: TransactionLog, clock: Callable[[], float] = time.time):
+        self.listener = listener
+        self.port = listener.getsockname()[1]
+        self.tuning = tuning
+        self.debug = debug
+        self.txn = txn
+        self.clock = clock
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(listener, selectors.EVENT_READ, None)
+        self.tasks = TaskTable(self._on_task_change)
+        self.workers: dict[Connection, WorkerRecord] = {}
+        self.status_conns: set[Connection] = set()
+        self.blocked: dict[str, float] = {}  # host -> until (0 = forever)
+        self.category_max: dict[str, dict] = {}
+        self.category_min: dict[str, dict] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.status_builder: Callable[[str], bytes] | None = None
+        self._to_flush: set[Connection] = set()
+        self._dirty = True
+        self._next_timers = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ user operations
+    def submit(self, task: Task) -> TaskRecord:
+        rec = self.tasks.submit(task)
+        rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
+        self.counters["tasks_submitted"] += 1
+        self._dirty = True
+        return rec
+
+    def wait(self, timeout: float | None, tag: str | None = None, task_id: int = -1) -> Task | None:
+        """Run until a finished task matching ``tag``/``task_id`` can be returned."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cycled = False
+        while True:
+            rec = self.tasks.take_returnable(tag, task_id)
+            if rec is not None:
+                return self._hand_back(rec)
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            in_flight = bool(self.tasks.records)
+            if cycled and (not in_flight or left <= 0):
+                return None
+            self._cycle(max(0.0, min(left, 1.0)) if in_flight else 0.0)
+            cycled = True
+
+    def _hand_back(self, rec: TaskRecord) -> Task:
+        self.tasks.hand_back(rec)
+        rec.metrics["time_when_done"] = int(self.clock() * 1e6)
+        c = self.counters
+        c["tasks_done"] += 1
+        if rec.result == cvine.VINE_RESULT_SUCCESS and rec.exit_code == 0:
+            c["tasks_successful"] += 1
+        else:
+            c["tasks_failed"] += 1
+        if rec.result == cvine.VINE_RESULT_CANCELLED:
+            c["tasks_cancelled"] += 1
+        self.txn.task_done(rec.task_id, _result_name(rec.result), rec.exit_code)
+        return rec.task
+
+    def cancel(self, rec: TaskRecord) -> bool:
+        """Cancel a task that has not been retrieved yet."""
+        if rec.state == RETRIEVED or rec.cancelled:
+            return False
+        rec.cancelled = True
+        if rec.state == READY:
+            self.tasks.finish(rec)
+        elif rec.state == RUNNING:
+            w = rec.worker
+            self._release(rec)
+            self._send(w, p.Kill(rec.task_id))
+            self.tasks.finish(rec)
+        return True  # WAITING_RETRIEVAL: finishes as cancelled once its outputs are in
+
+    def forget_file(self, cachename: str) -> None:
+        """Remove an undeclared file from the caches of workers where no task uses it."""
+        for w in self.workers.values():
+            if cachename in w.cache and not w.file_users.get(cachename):
+                w.cache_bytes -= w.cache.pop(cachename) or 0
+                self._send(w, p.Unlink(cachename))
+        self._flush()
+
+    def shutdown_workers(self, n: int) -> int:
+        """Tell ``n`` workers (0 = all), idle ones first, to exit."""
+        joined = sorted((w for w in self.workers.values() if w.hostname != "unknown"),
+                        key=lambda w: len(w.tasks))
+        told = joined if n <= 0 else joined[:n]
+        for w in told:
+            self._send(w, p.Exit())
+        self._flush()
+        return len(told)
+
+    # ------------------------------------------------------------------ the cycle
+    def _cycle(self, timeout: float) -> None:
+        self._schedule()
+        self._flush()
+        busy = self._dirty or self._to_flush
+        for key, mask in self.sel.select(0 if busy else timeout):
+            if key.data is None:
+                self._accept()
+                continue
+            conn = key.data
+            if mask & selectors.EVENT_WRITE:
+                self._to_flush.add(conn)
+            if mask & selectors.EVENT_READ:
+                self._read(conn)
+        self._schedule()
+        self._flush()
+        now = time.monotonic()
+        if now >= self._next_timers:
+            self._next_timers = now + 1.0
+            self._timers()
+
+    def _accept(self) -> None:
+        for _ in range(int(self.tuning.max_new_workers) or 10):
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            addrport = f"{addr[0]}:{addr[1]}"
+            conn = Connection(sock, addrport, None)
+            w = WorkerRecord(conn, addrport, self.clock())
+            conn.worker = w
+            conn.decoder.trace = lambda line, w=w: self.debug.rx(w.hostname, w.addrport, line)
+            self.workers[conn] = w
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+            self.debug.write("tcp", f"worker {addrport} connected")
+
+    def _read(self, conn: Connection) -> None:
+        if conn in self.status_conns:  # answered already: ignore the rest (HTTP headers)
+            if not conn.recv():
+                self._drop_status(conn)
+            return
+        w = conn.worker
+        alive = conn.recv()
+        try:
+            while not conn.closed and (event := conn.decoder.next_event()) is not None:
+                w.last_heard = self.clock()
+                w.check_sent = 0.0
+                handler = _HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, w, event)
+                    if conn in self.status_conns:
+                        return
+                elif conn.replies:
+                    if conn.replies[0].on_event(event):
+                        conn.replies.popleft()
+                else:
+                    raise p.RemoteProtocolError(f"unexpected {type(event).__name__} "
+                                                "with no request outstanding")
+        except p.RemoteProtocolError as e:
+            self.debug.write("vine", f"{w.label()}: protocol error: {e}; disconnecting")
+            self._remove_worker(w, "FAILURE")
+            return
+        if not alive and not conn.closed:
+            self._remove_worker(w, "FAILURE" if self.tasks.records else "UNKNOWN")
+
+    def _flush(self) -> None:
+        while self._to_flush:
+            conn = self._to_flush.pop()
+            if conn.closed:
+                continue
+            try:
+                empty = conn.flush()
+            except OSError as e:
+                self.debug.write("vine", f"{conn.worker.label()}: send failed: {e}")
+                self._remove_worker(conn.worker, "FAILURE")
+                continue
+            want = not empty
+            if want != conn.want_write:
+                conn.want_write = want
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want else 0)
+                self.sel.modify(conn.sock, events, conn)
+            if empty and conn in self.status_conns:
+                self._drop_status(conn)
+
+    def _send(self, w: WorkerRecord, msg: Any) -> None:
+        data = msg.encode()
+        self.debug.tx(w.hostname, w.addrport, data[:data.find(b"\n")].decode("utf-8", "replace"))
+        w.conn.send(data)
+        self._to_flush.add(w.conn)
+
+    def _send_raw(self, w: WorkerRecord, piece: Any) -> None:
+        w.conn.send(piece)
+        self._to_flush.add(w.conn)
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        mult = self.tuning.resource_submit_multiplier
+        candidates = [w for w in self.workers.values() if w.ready and _has_room(w, mult)
+                      and not self._is_blocked(w)]
+        if not candidates or self.tuning.wait_for_workers > len(self.workers):
+            return
+        depth = int(self.tuning.attempt_schedule_depth)
+        now_us = self.clock() * 1e6
+        policy = Policy(bool(self.tuning.proportional_resources),
+                        bool(self.tuning.proportional_whole_tasks), mult,
+                        self.tuning.disk_proportion_available_to_task)
+        expired = []
+        for rec in self.tasks.ready_in_order():
+            depth -= 1
+            if depth < 0:
+                break
+            task = rec.task
+            if task._time_end and now_us >= task._time_end:
+                expired.append(rec)
+                continue
+            if task._time_start and now_us < task._time_start:
+                continue
+            choice = self._choose_worker(rec, candidates, policy, mult)
+            if choice is None:
+                continue
+            w, alloc = choice
+            self._dispatch(rec, w, alloc)
+            if not _has_room(w, mult):
+                candidates.remove(w)
+                if not candidates:
+                    break
+        for rec in expired:
+            self.tasks.finish(rec, cvine.VINE_RESULT_MAX_END_TIME)
+
+    def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
+                       mult: float) -> tuple[WorkerRecord, Resources] | None:
+        """Among workers with room, the one already holding most of the task's input bytes."""
+        task = rec.task
+        request = Resources(task._cores, task._memory, task._disk, task._gpus)
+        cat = task._category
+        best, best_alloc, best_bytes = None, None, -1
+        for w in candidates:
+            if task._features and not w.features.issuperset(task._features):
+                continue
+            if not can_ever_fit(request, w.total):
+                continue
+            if task._time_end and w.end_time > 0 and w.end_time * 1e6 < task._time_end:
+                pass  # the worker leaves before the deadline; upstream still sends it
+            avail_disk = w.total.disk - w.cache_bytes / 1e6
+            alloc = allocate(request, w.total, avail_disk, policy, self.category_max.get(cat),
+                             self.category_min.get(cat), task._memory >= 0 or task._disk >= 0)
+            if not fits(alloc, w.free(mult)):
+                continue
+            cached = sum(w.cache.get(m.file._cachename, 0) for m in task._inputs)
+            if cached > best_bytes:
+                best, best_alloc, best_bytes = w, alloc, cached
+        return None if best is None else (best, best_alloc)
+
+    def _dispatch(self, rec: TaskRecord, w: WorkerRecord, alloc: Resources) -> None:
+        task = rec.task
+        missing = _missing_inputs(task)
+        if missing:
+            self.debug.write("vine", f"task {rec.task_id}: input {missing} does not exist")
+            self.tasks.finish(rec, cvine.VINE_RESULT_INPUT_MISSING)
+            return
+        rec.metrics["time_when_commit_start"] = int(self.clock() * 1e6)
+        for mount in task._inputs:
+            self._put_input(w, mount.file)
+        for mount in task._outputs:
+            name = mount.file._cachename
+            w.file_users[name] = w.file_users.get(name, 0) + 1
+        body = p.TaskBody(
+            command=task._command, category=task._category, cores=alloc.cores, gpus=alloc.gpus,
+            memory=alloc.memory, disk=alloc.disk,
+            end_time=task._time_end / 1e6 if task._time_end else None,
+            wall_time=task._time_max or None,
+            env=tuple(f"{k}={v}" for k, v in task._env.items() if v is not None),
+            infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags) for m in task._inputs),
+            outfiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
+                           for m in task._outputs))
+        self._send(w, p.TaskMsg(rec.task_id, body))
+        rec.metrics["time_when_commit_end"] = int(self.clock() * 1e6)
+        rec.worker, rec.allocation = w, alloc
+        rec.hostname, rec.addrport = w.hostname, w.addrport
+        rec.attempts += 1
+        w.committed.add(alloc)
+        w.tasks[rec.task_id] = rec
+        self.counters["tasks_dispatched"] += 1
+        self.tasks.move(rec, RUNNING)
+
+    def _put_input(self, w: WorkerRecord, file: File) -> None:
+        name = file._cachename
+        w.file_users[name] = w.file_users.get(name, 0) + 1
+        if name in w.cache:
+            return
+        start = time.monotonic()
+        if file._type == cvine.VINE_BUFFER:
+            data = file._data or b""
+            self._send(w, p.Put(name, file._level, len(data)))
+            self._send(w, p.FileItem(name, len(data), file._mode or 0o755, 0))
+            self._send_raw(w, data)
+            size = len(data)
+        else:
+            size = _size_of(file._source)
+            self._send(w, p.Put(name, file._level, size))
+            for piece in outgoing(file._source, name):
+                self._send_raw(w, piece)
+        w.cache[name] = size
+        w.cache_bytes += size
+        self.counters["bytes_sent"] += size
+        self.txn.transfer(w.worker_id, "INPUT", name, size,
+                          int((time.monotonic() - start) * 1e6), int(self.clock() * 1e6))
+
+    def _release(self, rec: TaskRecord) -> None:
+        """Give the task's allocation back to its worker."""
+        w = rec.worker
+        if w is not None:
+            w.tasks.pop(rec.task_id, None)
+            if rec.allocation is not None:
+                w.committed.add(rec.allocation, -1)
+            self._dirty = True
+
+    # ------------------------------------------------------------------ completion
+    def _on_complete(self, w: WorkerRecord, msg: p.Complete) -> None:
+        rec = w.tasks.get(msg.task_id)
+        if rec is None:
+            return  # a task we killed or never sent: tolerated (spec §12)
+        self._release(rec)
+        rec.time_worker_start, rec.time_worker_end = msg.start_us, msg.end_us
+        rec.sandbox_mb = msg.sandbox_mb
+        w.tasks_done += 1
+        result = msg.result
+        if result == cvine.VINE_RESULT_FORSAKEN or result in RETRYABLE:
+            self._retry_or_fail(rec, w, result, msg.exit_code)
+            return
+        rec.result, rec.exit_code = result, msg.exit_code
+        rec.stdout_length = msg.output_length
+        self.tasks.move(rec, WAITING_RETRIEVAL)
+        if msg.output_length == 0 or msg.inline_stdout:
+            rec.stdout = msg.inline_stdout
+        else:
+            self._request(w, rec, p.SendStdout(rec.task_id),
+                          StdoutReply(rec, int(self.tuning.max_task_stdout_storage),
+                                      self._reply_done))
+        if result not in NO_OUTPUTS:
+            for mount in rec.task._outputs:
+                self._fetch_output(w, rec, mount.file)
+        if rec.pending_replies == 0:
+            self._finalize(rec, w)
+
+    def _retry_or_fail(self, rec: TaskRecord, w: WorkerRecord, result: int, code: int) -> None:
+        """Forsaken or exhausted: back to the queue unless the task's limit is reached."""
+        task = rec.task
+        self._send(w, p.Kill(rec.task_id))
+        self._unlink_unused(w, rec)
+        if result == cvine.VINE_RESULT_FORSAKEN:
+            rec.forsaken += 1
+            again = task._max_forsaken < 0 or rec.forsaken <= task._max_forsaken
+        else:
+            again = task._retries < 0 or rec.attempts <= task._retries
+            self.counters["tasks_exhausted_attempts"] += 1
+        rec.worker = None
+        if again and not rec.cancelled:
+            self.tasks.make_ready(rec)
+        else:
+            if result != cvine.VINE_RESULT_FORSAKEN:
+                rec.exit_code = code
+            self.tasks.finish(rec, result)
+
+    def _fetch_output(self, w: WorkerRecord, rec: TaskRecord, file: File) -> None:
+        if file._type == cvine.VINE_FILE:
+            reply = OutputReply(rec, file._source, self._reply_done, self._count_received)
+            self._request(w, rec, p.Get(file._cachename), reply)
+        elif file._type == cvine.VINE_BUFFER:
+            self._request(w, rec, p.GetFile(file._cachename), BufferReply(rec, file,
+                                                                          self._reply_done))
+
+    def _request(self, w: WorkerRecord, rec: TaskRecord, msg: Any, reply: Any) -> None:
+        rec.pending_replies += 1
+        w.conn.replies.append(reply)
+        self._send(w, msg)
+
+    def _count_received(self, n: int) -> None:
+        self.counters["bytes_received"] += n
+
+    def _reply_done(self, rec: TaskRecord, ok: bool) -> None:
+        rec.pending_replies -= 1
+        if rec.state != WAITING_RETRIEVAL:
+            return
+        if not ok:  # the worker went away with our outputs: run the task again
+            rec.pending_replies = 0
+            rec.worker = None
+            self.tasks.make_ready(rec)
+            self._dirty = True
+            return
+        if rec.pending_replies == 0:
+            self._finalize(rec, rec.worker)
+
+    def _finalize(self, rec: TaskRecord, w: WorkerRecord) -> None:
+        """Outputs are in: clean the worker side and queue the task for ``wait()``."""
+        self._unlink_unused(w, rec)
+        self._send(w, p.Kill(rec.task_id))
+        if rec.output_missing and rec.result == cvine.VINE_RESULT_SUCCESS:
+            rec.result = cvine.VINE_RESULT_OUTPUT_MISSING
+        rec.metrics["time_when_retrieval"] = int(self.clock() * 1e6)
+        self.tasks.finish(rec)
+
+    def _unlink_unused(self, w: WorkerRecord, rec: TaskRecord) -> None:
+        """Drop task-level cache objects of ``rec`` that no other task on ``w`` uses."""
+        task = rec.task
+        for mount in (*task._inputs, *task._outputs):
+            file = mount.file
+            name = file._cachename
+            users = w.file_users.get(name, 0) - 1
+            if users > 0:
+                w.file_users[name] = users
+                continue
+            w.file_users.pop(name, None)
+            if file._level == cvine.VINE_CACHE_LEVEL_TASK:
+                size = w.cache.pop(name, 0)
+                w.cache_bytes -= size if size else 0
+                self._send(w, p.Unlink(name))
+
+    # ------------------------------------------------------------------ worker messages
+    def _on_hello(self, w: WorkerRecord, msg: p.Hello) -> None:
+        if msg.protocol != p.PROTOCOL_VERSION:
+            self.debug.write("vine", f"{w.label()} speaks protocol {msg.protocol}, not "
+                             f"{p.PROTOCOL_VERSION}: blocking host {msg.hostname}")
+            self.blocked[msg.hostname] = 0
+            self._remove_worker(w, "FAILURE")
+            return
+        w.hostname, w.os, w.arch, w.version = msg.hostname, msg.os, msg.arch, msg.version
+        self.counters["workers_joined"] += 1
+        max_workers = self.tuning.max_workers
+        if max_workers >= 0 and self._worker_count() > max_workers:
+            self._remove_worker(w, "EXPLICIT")
+
+    def _on_info(self, w: WorkerRecord, msg: p.Info) -> None:
+        key, value = msg.key, msg.value
+        if key == "worker-id":
+            w.worker_id = value
+            self.txn.worker_connection(value, w.addrport)
+        elif key == "worker-end-time":
+            w.end_time = float(value or 0)
+            self._dirty = True
+        elif key == "from-factory":
+            w.factory = value
+        elif key == "idle-disconnect-request":
+            if not w.tasks and not w.conn.replies:
+                self._send(w, p.Exit())
+                self.counters["workers_idled_out"] += 1
+        elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
+            self.debug.write("vine", f"{w.label()} reports {key} {value}")
+
+    def _on_resources(self, w: WorkerRecord, msg: p.Resources) -> None:
+        if msg.workers >= 1 and msg.tag >= 0:
+            w.total = Resources(msg.cores, msg.memory, msg.disk, msg.gpus)
+            if not w.has_resources:
+                self.txn.worker_resources(w.worker_id, msg.cores, msg.memory, msg.disk)
+            w.has_resources = True
+            self._dirty = True
+
+    def _on_cache_update(self, w: WorkerRecord, msg: p.CacheUpdate) -> None:
+        old = w.cache.get(msg.cachename, 0)
+        w.cache[msg.cachename] = msg.size
+        w.cache_bytes += msg.size - old
+        self.txn.cache_update(w.worker_id, msg.cachename, msg.size, msg.duration_us, msg.start_us)
+
+    def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
+        w.cache_bytes -= w.cache.pop(msg.cachename, 0)
+        self.debug.write("vine", f"{w.label()}: cache object {msg.cachename} invalid: "
+                         f"{msg.text.strip()}")
+
+    def _on_feature(self, w: WorkerRecord, msg: p.Feature) -> None:
+        w.features.add(msg.name)
+        self._dirty = True
+
+    def _on_transfer_port(self, w: WorkerRecord, msg: Any) -> None:
+        w.transfer_port = msg.port
+
+    def _on_available_results(self, w: WorkerRecord, msg: p.AvailableResults) -> None:
+        for other in self.workers.values():
+            if other.ready:
+                other.conn.replies.append(ResultsReply())
+                self._send(other, p.SendResults(-1))
+
+    def _on_status(self, w: WorkerRecord, msg: Any) -> None:
+        """A status client (``vine_status``, a browser): answer with JSON and close."""
+        conn = w.conn
+        del self.workers[conn]
+        self.status_conns.add(conn)
+        kind = msg.kind if isinstance(msg, p.StatusRequest) else msg.path.strip("/") or "index"
+        body = self.status_builder(kind) if self.status_builder else b"[]"
+        if isinstance(msg, p.HttpGet):
+            body = (b"HTTP/1.1 200 OK\nConnection: close\nAccess-Control-Allow-Origin: *\n"
+                    b"Content-type: text/plain\n\n" + body)
+        conn.send(body)
+        self._to_flush.add(conn)
+
+    def _drop_status(self, conn: Connection) -> None:
+        self.status_conns.discard(conn)
+        self.sel.unregister(conn.sock)
+        conn.close()
+
+    # ------------------------------------------------------------------ losing workers
+    def _remove_worker(self, w: WorkerRecord, reason: str) -> None:
+        conn = w.conn
+        if conn.closed:
+            return
+        if conn in self.status_conns:
+            self._drop_status(conn)
+            return
+        self.workers.pop(conn, None)
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+        for rec in list(w.tasks.values()):
+            self.debug.write("vine", f"task {rec.task_id} goes back to the queue: worker "
+                             f"{w.label()} is gone")
+            w.tasks.pop(rec.task_id)
+            rec.worker = None
+            self.tasks.make_ready(rec)
+        while conn.replies:
+            conn.replies.popleft().on_lost()
+        self.counters["workers_removed"] += 1
+        if reason == "FAILURE":
+            self.counters["workers_lost"] += 1
+        if w.worker_id is not None:
+            self.txn.worker_disconnection(w.worker_id, reason)
+        self.debug.write("vine", f"worker {w.label()} removed")
+        self._dirty = True
+
+    def _timers(self) -> None:
+        now = self.clock()
+        interval, timeout = self.tuning.keepalive_interval, self.tuning.keepalive_timeout
+        for w in list(self.workers.values()):
+            if w.check_sent and now - w.check_sent > timeout:
+                self.debug.write("vine", f"{w.label()} did not answer a keepalive in "
+                                 f"{timeout:.0f}s")
+                self._remove_worker(w, "FAILURE")
+            elif not w.check_sent and now - w.last_heard > interval and w.hostname != "unknown":
+                w.check_sent = now
+                self._send(w, p.Check())
+            elif w.hostname == "unknown" and now - w.start_time > timeout:
+                self._remove_worker(w, "UNKNOWN")
+        for host, until in list(self.blocked.items()):
+            if until and now > until:
+                del self.blocked[host]
+        self._dirty = True
+
+    def _is_blocked(self, w: WorkerRecord) -> bool:
+        return w.hostname in self.blocked
+
+    def _worker_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.hostname != "unknown")
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self, shutdown_workers: bool, deadline: float = 5.0) -> None:
+        """Release (or tell to exit) every worker, push the last bytes out, close sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in list(self.workers.values()):
+            self._send(w, p.Exit() if shutdown_workers else p.Release())
+            if not shutdown_workers:
+                self.counters["workers_released"] += 1
+        end = time.monotonic() + deadline
+        while self._to_flush and time.monotonic() < end:
+            self._flush()
+            if self._to_flush:
+                self.sel.select(0.05)
+        for conn in list(self.workers) + list(self.status_conns):
+            conn.close()
+        self.workers.clear()
+        self.sel.close()
+        self.listener.close()
+
+    # ------------------------------------------------------------------ state-change log
+    def _on_task_change(self, rec: TaskRecord, old: int, new: int) -> None:
+        self.debug.write("vine", f"Task {rec.task_id} state change: {STATE_NAMES[old]} ({old}) "
+                         f"to {STATE_NAMES[new]} ({new})")
+        txn = self.txn
+        if new == READY:
+            task = rec.task
+            txn.task_ready(rec.task_id, task._category, rec.attempts + 1, _requested(task))
+        elif new == RUNNING:
+            a = rec.allocation
+            txn.task_running(rec.task_id, rec.worker.worker_id,
+                             {"cores": a.cores, "memory": a.memory, "disk": a.disk,
+                              "gpus": a.gpus})
+        elif new == WAITING_RETRIEVAL:
+            txn.task_waiting_retrieval(rec.task_id, rec.worker.worker_id if rec.worker else None)
+        elif new == RETRIEVED:
+            txn.task_retrieved(rec.task_id, _result_name(rec.result), rec.exit_code, None,
+                               _measured(rec))
+
+
+COUNTERS = (
+    "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed", "tasks_successful",
+    "tasks_cancelled", "tasks_exhausted_attempts", "workers_joined", "workers_removed",
+    "workers_released", "workers_idled_out", "workers_lost", "bytes_sent", "bytes_received",
+)
+
+
+def _has_room(w: WorkerRecord, mult: float) -> bool:
+    free = w.free(mult)
+    return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
+
+
+def _missing_inputs(task: Task) -> str | None:
+    for mount in task._inputs:
+        f = mount.file
+        if f._type == cvine.VINE_FILE and not os.path.exists(f._source):
+            return f._source
+    return None
+
+
+def _size_of(path: str) -> int:
+    try:
+        return tree_size(path)
+    except OSError:
+        return 0
+
+
+def _requested(task: Task) -> dict:
+    out = {}
+    for key, value in (("cores", task._cores), ("memory", task._memory), ("disk", task._disk),
+                       ("gpus", task._gpus)):
+        if value >= 0:
+            out[key] = value
+    return out
+
+
+def _measured(rec: TaskRecord) -> dict:
+    if not rec.time_worker_end:
+        return {}
+    return {"start": rec.time_worker_start / 1e6, "end": rec.time_worker_end / 1e6,
+            "wall_time": (rec.time_worker_end - rec.time_worker_start) / 1e6}
+
+
+def _result_name(result: int) -> str:
+    return result_string(result).upper().replace(" ", "_")
+
+
+_HANDLERS: dict[type, Callable[[Engine, WorkerRecord, Any], None]] = {
+    p.Hello: Engine._on_hello,
+    p.Info: Engine._on_info,
+    p.Resources: Engine._on_resources,
+    p.Alive: lambda e, w, m: None,
+    p.Complete: Engine._on_complete,
+    p.CacheUpdate: Engine._on_cache_update,
+    p.CacheInvalid: Engine._on_cache_invalid,
+    p.Feature: Engine._on_feature,
+    p.TransferPort: Engine._on_transfer_port,
+    p.TransferHostPort: Engine._on_transfer_port,
+    p.AvailableResults: Engine._on_available_results,
+    p.StatusRequest: Engine._on_status,
+    p.HttpGet: Engine._on_status,
+}

@@ -1,0 +1,59 @@
+"""What the manager knows about one connected worker.
+
+A ``WorkerRecord`` is owned by the engine's worker table: identity from the hello, resource
+totals from ``resources`` blocks, what is committed to running tasks, which cache objects it
+holds, and the tasks it runs. The readiness gate of protocol spec §2.3 is ``ready``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .allocation import Resources
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .tasks import TaskRecord
+
+
+class WorkerRecord:
+    __slots__ = ("conn", "addrport", "hostname", "os", "arch", "version", "worker_id",
+                 "total", "committed", "has_resources", "end_time", "features", "tasks",
+                 "cache", "file_users", "transfer_port", "start_time", "tasks_done",
+                 "last_heard", "check_sent", "cache_bytes", "draining", "factory")
+
+    def __init__(self, conn: Connection, addrport: str, now: float):
+        self.conn = conn
+        self.addrport = addrport
+        self.hostname = "unknown"
+        self.os = self.arch = self.version = ""
+        self.worker_id: str | None = None
+        self.total = Resources()
+        self.committed = Resources()
+        self.has_resources = False
+        self.end_time = -1.0
+        self.features: set[str] = set()
+        self.tasks: dict[int, TaskRecord] = {}
+        self.cache: dict[str, int] = {}  # cachename -> size, objects put or announced
+        self.file_users: dict[str, int] = {}  # cachename -> tasks here that use it
+        self.transfer_port = 0
+        self.start_time = now
+        self.tasks_done = 0
+        self.last_heard = now
+        self.check_sent = 0.0
+        self.cache_bytes = 0
+        self.draining = False
+        self.factory: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Tasks may be sent: resources and end time have arrived (spec §2.3)."""
+        return self.has_resources and self.end_time >= 0 and not self.draining
+
+    def free(self, multiplier: float = 1.0) -> Resources:
+        t, c = self.total, self.committed
+        return Resources(t.cores * multiplier - c.cores, int(t.memory * multiplier) - c.memory,
+                         int(t.disk * multiplier) - c.disk, int(t.gpus * multiplier) - c.gpus)
+
+    def label(self) -> str:
+        return f"{self.hostname} ({self.addrport})"

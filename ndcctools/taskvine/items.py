@@ -1,0 +1,228 @@
+"""Item streams on disk: turning a file tree into wire pieces, and wire events into a tree.
+
+Both the manager (``put`` of inputs, receiving outputs) and the worker (receiving ``put``,
+serving ``get``) move files, directories and symlinks as item streams (protocol spec §3.3).
+
+``outgoing(path, name)`` walks a path and yields the pieces to send: ``bytes`` (item headers,
+symlink targets, ``end``) and ``FileSegment``s (file contents, which the I/O layer sends with
+``os.sendfile`` so that large files are never read into Python).
+
+``ItemReceiver(dest)`` takes decoded events (``FileItem``, ``Data``, ``DirItem``, ``End``,
+``SymlinkItem``, ``ErrorItem``) for one top-level item and writes it at ``dest``. Every name
+is checked: an item name must be one plain path component, and a symlink target must be
+relative without ``..``, so a peer can never make us write outside ``dest``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .protocol import messages as m
+
+
+class UnsafeName(ValueError):
+    """A name sent by a peer would escape the directory it must stay in."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSegment:
+    """``length`` bytes of the file at ``path`` to be sent as item content."""
+
+    path: str
+    length: int
+
+
+def check_component(name: str) -> str:
+    """Return ``name`` if it is one plain path component, else raise ``UnsafeName``."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise UnsafeName(f"refused unsafe name {name!r}")
+    return name
+
+
+def check_relative(path: str) -> str:
+    """Return ``path`` if it is relative and has no ``..`` component, else ``UnsafeName``."""
+    if not path or path.startswith("/") or "\x00" in path:
+        raise UnsafeName(f"refused unsafe path {path!r}")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsafeName(f"refused unsafe path {path!r}")
+    return "/".join(parts)
+
+
+def check_link_target(target: str) -> str:
+    """Refuse a symlink target that is absolute or has a ``..`` component. Links that only
+    point downwards cannot escape their tree, even through chains of other links."""
+    if not target or target.startswith("/") or "\x00" in target:
+        raise UnsafeName(f"refused symlink target {target!r}")
+    if ".." in target.split("/"):
+        raise UnsafeName(f"refused symlink target {target!r}")
+    return target
+
+
+def remove_tree(path: str) -> None:
+    """Remove a file, link or directory tree; a missing path is fine."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def tree_size(path: str) -> int:
+    """Bytes of a tree as ``cache-update`` counts them: file sizes plus link lengths."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return len(os.readlink(path))
+    if stat.S_ISDIR(st.st_mode):
+        return sum(tree_size(os.path.join(path, e)) for e in os.listdir(path))
+    return st.st_size
+
+
+def outgoing(path: str, name: str, follow_top: bool = True) -> Iterator[bytes | FileSegment]:
+    """Pieces of the item stream for ``path`` sent under top-level ``name``.
+
+    A missing or unreadable path yields an ``error`` item. Inner symlinks are sent as
+    ``symlink`` items; the top level follows a symlink when ``follow_top``.
+    """
+    try:
+        st = os.stat(path) if follow_top else os.lstat(path)
+    except OSError as e:
+        yield m.ErrorItem(name, e.errno or 2).encode()
+        return
+    yield from _outgoing(path, name, st)
+
+
+def _outgoing(path: str, name: str, st: os.stat_result) -> Iterator[bytes | FileSegment]:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        yield m.SymlinkItem(name, os.readlink(path)).encode()
+    elif stat.S_ISDIR(mode):
+        yield m.DirItem(name, mode & 0o777, int(st.st_mtime)).encode()
+        for entry in sorted(os.listdir(path)):
+            child = os.path.join(path, entry)
+            try:
+                cst = os.lstat(child)
+            except OSError as e:
+                yield m.ErrorItem(entry, e.errno or 2).encode()
+                continue
+            yield from _outgoing(child, entry, cst)
+        yield b"end\n"
+    elif stat.S_ISREG(mode):
+        yield m.FileItem(name, st.st_size, mode & 0o777, int(st.st_mtime)).encode()
+        if st.st_size:
+            yield FileSegment(path, st.st_size)
+    else:
+        yield m.ErrorItem(name, 22).encode()
+
+
+class ItemReceiver:
+    """Writes one top-level item, fed event by event, at ``dest``.
+
+    ``feed(event)`` returns ``True`` once the top-level item is complete. Afterwards
+    ``error`` holds the ``ErrorItem`` the peer sent for the top level (nothing written), and
+    ``size`` the bytes received (file sizes plus link lengths).
+    """
+
+    def __init__(self, dest: str):
+        self.dest = dest
+        self.size = 0
+        self.mtime = 0
+        self.mode = 0
+        self.error: m.ErrorItem | None = None
+        self._dirs: list[str] = []  # open directories, innermost last
+        self._fd = -1
+        self._left = 0
+
+    def _path_for(self, name: str) -> str:
+        if not self._dirs:
+            return self.dest
+        return os.path.join(self._dirs[-1], check_component(name))
+
+    def feed(self, event: object) -> bool:
+        if self._fd >= 0:
+            return self._file_data(event)
+        handler = self._HANDLERS.get(type(event))
+        if handler is None:
+            raise UnsafeName(f"unexpected {type(event).__name__} in an item stream")
+        return handler(self, event)
+
+    def _file_item(self, ev: m.FileItem) -> bool:
+        path = self._path_for(ev.name)
+        self._note_top(ev.mode, ev.mtime)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                           (ev.mode & 0o777) or 0o644)
+        self._left = ev.size
+        self.size += ev.size
+        if ev.size == 0:
+            return self._close_file()
+        return False
+
+    def _file_data(self, ev: object) -> bool:
+        if not isinstance(ev, m.Data):
+            raise UnsafeName("item stream ended inside a file")
+        self.write(ev.chunk)
+        return self._left == 0 and self._close_file()
+
+    def write(self, chunk: bytes) -> None:
+        """Write content bytes of the current file (also used by zero-copy receivers)."""
+        view = memoryview(chunk)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._left -= len(chunk)
+
+    def _close_file(self) -> bool:
+        os.close(self._fd)
+        self._fd = -1
+        return not self._dirs
+
+    def _dir_item(self, ev: m.DirItem) -> bool:
+        path = self._path_for(ev.name)
+        self._note_top(ev.mode, ev.mtime)
+        os.makedirs(path, exist_ok=not self._dirs)
+        os.chmod(path, (ev.mode & 0o777) | 0o700)
+        self._dirs.append(path)
+        return False
+
+    def _end(self, ev: m.End) -> bool:
+        if not self._dirs:
+            raise UnsafeName("'end' outside a directory")
+        self._dirs.pop()
+        return not self._dirs
+
+    def _symlink(self, ev: m.SymlinkItem) -> bool:
+        path = self._path_for(ev.name)
+        check_link_target(ev.target)
+        os.symlink(ev.target, path)
+        self.size += len(ev.target.encode())
+        return not self._dirs
+
+    def _error(self, ev: m.ErrorItem) -> bool:
+        if not self._dirs:
+            self.error = ev
+            return True
+        return False  # an unreadable entry inside a directory is skipped
+
+    def _note_top(self, mode: int, mtime: int) -> None:
+        if not self._dirs:
+            self.mode, self.mtime = mode, mtime
+
+    def abort(self) -> None:
+        """Close what is open after a failure (the partial tree is the caller's to remove)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    _HANDLERS = {
+        m.FileItem: _file_item,
+        m.DirItem: _dir_item,
+        m.End: _end,
+        m.SymlinkItem: _symlink,
+        m.ErrorItem: _error,
+    }

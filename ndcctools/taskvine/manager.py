@@ -1,0 +1,449 @@
+"""Manager: the public facade of a TaskVine manager (api.md §3–§6, §9–§13).
+
+The facade checks arguments and translates the public API into calls on the core
+(``core.engine.Engine``), which owns the sockets, the task table and the workers. Nothing
+runs in the background: workers are served while the program is inside ``wait*()`` (and
+``submit()`` never blocks). Leaving a ``with`` block, ``close()``, garbage collection or
+interpreter exit (``weakref.finalize``) releases the workers (or tells them to exit,
+with ``shutdown=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from . import cvine
+from .core import cachenames
+from .core.allocation import Resources
+from .core.debuglog import DebugLog
+from .core.engine import Engine, bind_listener
+from .core.hungry import hungry as compute_hungry
+from .core.runinfo import create_run_info
+from .core.status import ALIASES as STATUS_KINDS
+from .core.status import Stats, report, snapshot, to_json
+from .core.tasks import DONE, READY, RUNNING
+from .core.tuning import Tuning
+from .core.txnlog import TransactionLog
+from .file import File
+from .items import remove_tree
+from .task import Task
+
+CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}
+_RESOURCE_KEYS = ("cores", "memory", "disk", "gpus", "wall_time")
+
+
+def _cache_level(cache: Any) -> int:
+    try:
+        return CACHE_LEVELS[cache]
+    except (KeyError, TypeError):
+        raise ValueError(f"{cache} is not a valid cache level") from None
+
+
+def _timeout(timeout: Any) -> float | None:
+    """Seconds as upstream reads them: "wait_forever"/-1 block, other negatives mean 5 s."""
+    if timeout == "wait_forever" or timeout is None or timeout == -1:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or 'wait_forever', not {timeout!r}")
+    return 5.0 if timeout < 0 else float(timeout)
+
+
+def _port_range(port: Any) -> int | tuple[int, int]:
+    env = os.environ.get("VINE_PORT")
+    if isinstance(port, bool):
+        raise ValueError(f"invalid port {port!r}")
+    if isinstance(port, int):
+        if port == 0 and env:
+            return int(env)
+        return port
+    if isinstance(port, Sequence) and not isinstance(port, str) and len(port) == 2:
+        low, high = int(port[0]), int(port[1])
+        if low > high:
+            raise TypeError(f"port range {low}..{high}: low is above high")
+        return (low, high)
+    raise ValueError(f"port must be an int or a [low, high] pair, not {port!r}")
+
+
+def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
+                  shutdown: bool) -> None:
+    """Teardown, shared by close(), the context manager, GC and interpreter exit."""
+    engine.close(shutdown)
+    txn.manager_end()
+    debug.write("vine", "manager end")
+    txn.close()
+    debug.close()
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+class Manager:
+    """A TaskVine manager: declare files, submit tasks, wait for them."""
+
+    def __init__(self, port: int | Sequence[int] = cvine.VINE_DEFAULT_PORT, name: str | None = None,
+                 shutdown: bool = False, run_info_path: str | None = "vine-run-info",
+                 run_info_template: str | None = None, staging_path: str | None = None,
+                 ssl: Any = None, init_fn: Any = None, status_display_interval: Any = None,
+                 prometheus_port: int | None = None):
+        if ssl not in (None, False, (None, None)):
+            raise NotImplementedError("TLS arrives with a later issue")
+        if prometheus_port is not None:
+            raise NotImplementedError("Prometheus metrics arrive with a later issue")
+        wanted = _port_range(port)
+        self._info = create_run_info(run_info_path, run_info_template, staging_path)
+        try:
+            listener = bind_listener(wanted)
+        except OSError as e:
+            raise Exception(f"Could not create manager on: port {wanted}, run-info path "
+                            f"{self._info.runtime}, staging path {self._info.staging}: {e}") from e
+        pid = os.getpid()
+        self._debug = DebugLog(os.path.join(self._info.logs, "debug"), pid=pid)
+        self._txn = TransactionLog(os.path.join(self._info.logs, "transactions"), pid=pid)
+        self._tuning = Tuning()
+        self._engine = Engine(listener, self._tuning, self._debug, self._txn)
+        self._engine.status_builder = self._status_bytes
+        self._name = name
+        self._shutdown = shutdown
+        self._priority = 0
+        self._started_us = int(time.time() * 1e6)
+        self._uuid = str(uuid.uuid4())
+        self._files: dict[str, File] = {}
+        self._properties: dict[str, str] = {}
+        self._txn.manager_start()
+        self._debug.write("tcp", f"listening on port {self.port}")
+        self._debug.write("vine", f"Manager is listening on port {self.port}.")
+        self._finalizer = weakref.finalize(
+            self, _close_engine, self._engine, self._txn, self._debug, self._info.staging,
+            shutdown)
+        if init_fn is not None:
+            init_fn(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the workers (tell them to exit with ``shutdown=True``) and close logs."""
+        self._finalizer()
+
+    @property
+    def port(self) -> int:
+        return self._engine.port
+
+    @property
+    def name(self) -> str | None:
+        return self._name
+
+    @property
+    def using_ssl(self) -> bool:
+        return False
+
+    @property
+    def runtime_directory(self) -> str:
+        return self._info.runtime
+
+    @property
+    def logging_directory(self) -> str:
+        return self._info.logs
+
+    @property
+    def staging_directory(self) -> str:
+        return self._info.staging
+
+    @property
+    def library_logging_directory(self) -> str:
+        return self._info.library_logs
+
+    @property
+    def cache_directory(self) -> str:
+        return self._info.cache
+
+    @property
+    def prometheus_port(self) -> None:
+        return None
+
+    def set_name(self, name: str) -> None:
+        self._name = name
+
+    def set_priority(self, priority: int) -> None:
+        self._priority = int(priority)
+
+    def set_property(self, name: str, value: str) -> None:
+        self._properties[str(name)] = str(value)
+
+    # ------------------------------------------------------------------ tasks
+    def submit(self, task: Task) -> int:
+        """Queue ``task``; returns its id."""
+        if not isinstance(task, Task):
+            raise TypeError(f"submit() takes a Task, not {type(task).__name__}")
+        rec = task._record
+        if rec is not None and rec.state != DONE:
+            raise ValueError("invalid task description: this task is already submitted")
+        task._manager = self
+        task.submit_finalize()
+        for mount in (*task._inputs, *task._outputs):
+            if mount.file._manager is not None and mount.file._manager is not self:
+                raise ValueError(f"invalid task description: {mount.file!r} was declared on "
+                                 "another manager")
+        rec = self._engine.submit(task)
+        task._record = rec
+        return rec.task_id
+
+    def wait(self, timeout: Any = "wait_forever") -> Task | None:
+        """Serve workers until a task finishes (returned) or ``timeout`` s pass (None)."""
+        return self._engine.wait(_timeout(timeout))
+
+    def wait_for_tag(self, tag: str | None, timeout: Any = "wait_forever") -> Task | None:
+        return self._engine.wait(_timeout(timeout), tag=tag)
+
+    def wait_for_task_id(self, task_id: int, timeout: Any = "wait_forever") -> Task | None:
+        return self._engine.wait(_timeout(timeout), task_id=int(task_id))
+
+    def empty(self) -> bool:
+        return not self._engine.tasks.records
+
+    def hungry(self) -> int:
+        e = self._engine
+        workers = [w for w in e.workers.values() if w.has_resources]
+        total, committed = Resources(), Resources()
+        for w in workers:
+            total.add(w.total)
+            committed.add(w.committed)
+        depth = int(self._tuning.attempt_schedule_depth)
+        sample = []
+        for rec in e.tasks.ready_in_order():
+            if len(sample) >= depth:
+                break
+            t = rec.task
+            sample.append(Resources(t._cores, t._memory, t._disk, t._gpus))
+        return compute_hungry(len(workers), total, committed, e.tasks.count(RUNNING), sample,
+                              e.tasks.count(READY), self._tuning.hungry_minimum,
+                              self._tuning.hungry_minimum_factor)
+
+    def tasks_left_count(self, ntasks: int) -> None:
+        self._tasks_left_hint = max(0, int(ntasks))
+
+    def set_min_task_id(self, minid: int) -> int:
+        table = self._engine.tasks
+        table.next_id = max(table.next_id, int(minid))
+        return table.next_id
+
+    def task_state(self, task_id: int) -> int | None:
+        rec = self._engine.tasks.records.get(task_id)
+        return None if rec is None else rec.state
+
+    def cancel_by_task_id(self, task_id: int) -> int:
+        rec = self._engine.tasks.records.get(task_id)
+        return int(rec is not None and self._engine.cancel(rec))
+
+    def cancel_by_task_tag(self, tag: str) -> int:
+        for rec in list(self._engine.tasks.records.values()):
+            if rec.task._tag == tag and self._engine.cancel(rec):
+                return 1
+        return 0
+
+    def cancel_all_by_tag(self, tag: str) -> int:
+        return sum(self._engine.cancel(rec) for rec in list(self._engine.tasks.records.values())
+                   if rec.task._tag == tag)
+
+    def cancel_by_category(self, category: str) -> int:
+        return sum(self._engine.cancel(rec) for rec in list(self._engine.tasks.records.values())
+                   if rec.task._category == category)
+
+    def cancel_all(self) -> int:
+        records = list(self._engine.tasks.records.values())
+        for rec in records:
+            self._engine.cancel(rec)
+        return len(records)
+
+    # ------------------------------------------------------------------ files
+    def _register(self, file: File) -> File:
+        known = self._files.get(file._cachename)
+        if known is not None:
+            return known
+        file._manager = self
+        self._files[file._cachename] = file
+        return file
+
+    def declare_file(self, path: str, cache: Any = False, peer_transfer: bool = True,
+                     unlink_when_done: bool = False) -> File:
+        """A file or directory on this machine, as a task input or output."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"declare_file() takes a path, not {type(path).__name__}")
+        path = os.fspath(path)
+        level = _cache_level(cache)
+        flags = (0 if peer_transfer else cvine.VINE_PEER_NOSHARE) | (
+            cvine.VINE_UNLINK_WHEN_DONE if unlink_when_done else 0)
+        name = cachenames.local_file_name(path, level)
+        return self._register(File(cvine.VINE_FILE, path, name, level, flags))
+
+    def declare_buffer(self, buffer: bytes | str | None = None, cache: Any = False,
+                       peer_transfer: bool = True) -> File:
+        """Bytes in memory as an input, or (empty) as an output read with ``contents()``."""
+        if isinstance(buffer, str):
+            buffer = buffer.encode()
+        if buffer is not None and not isinstance(buffer, (bytes, bytearray, memoryview)):
+            raise TypeError(f"declare_buffer() takes bytes or str, not {type(buffer).__name__}")
+        data = bytes(buffer) if buffer is not None else None
+        level = _cache_level(cache)
+        flags = 0 if peer_transfer else cvine.VINE_PEER_NOSHARE
+        name = cachenames.buffer_name(data, level)
+        return self._register(File(cvine.VINE_BUFFER, "buffer", name, level, flags,
+                                   size=len(data or b""), data=data))
+
+    def fetch_file(self, file: File) -> str | None:
+        """The contents of ``file`` as text (local files and buffers)."""
+        if not isinstance(file, File):
+            raise TypeError("fetch_file() takes a File")
+        try:
+            return file.contents().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return None
+
+    def undeclare_file(self, file: File) -> None:
+        """Forget ``file``: remove it from workers' caches; with ``unlink_when_done``, delete
+        the local path."""
+        if not isinstance(file, File):
+            raise TypeError("undeclare_file() takes a File")
+        self._files.pop(file._cachename, None)
+        self._engine.forget_file(file._cachename)
+        if file._flags & cvine.VINE_UNLINK_WHEN_DONE and file._type == cvine.VINE_FILE:
+            remove_tree(file._source)
+
+    remove_file = undeclare_file
+
+    def _pending(self, what: str, issue: str) -> Any:
+        raise NotImplementedError(f"{what} is not available yet: it arrives with issue {issue}")
+
+    def declare_temp(self) -> File:
+        return self._pending("declare_temp", "3 (data plane)")
+
+    def declare_url(self, url: str, cache: Any = False, peer_transfer: bool = True) -> File:
+        if not isinstance(url, str):
+            raise TypeError("declare_url() takes the URL as a str")
+        return self._pending("declare_url", "3 (data plane)")
+
+    def declare_minitask(self, *args: Any, **kwargs: Any) -> File:
+        return self._pending("declare_minitask", "3 (data plane)")
+
+    def declare_untar(self, *args: Any, **kwargs: Any) -> File:
+        return self._pending("declare_untar", "3 (data plane)")
+
+    def declare_poncho(self, *args: Any, **kwargs: Any) -> File:
+        return self._pending("declare_poncho", "3 (data plane)")
+
+    def declare_starch(self, *args: Any, **kwargs: Any) -> File:
+        return self._pending("declare_starch", "3 (data plane)")
+
+    def install_library(self, *args: Any, **kwargs: Any) -> None:
+        self._pending("install_library", "4 (Python on workers)")
+
+    def create_library_from_functions(self, *args: Any, **kwargs: Any) -> Any:
+        return self._pending("create_library_from_functions", "4 (Python on workers)")
+
+    # ------------------------------------------------------------------ resources, workers
+    def tune(self, name: str, value: float) -> int:
+        """Set a tuning parameter (api.md §13); unknown names raise ``ValueError``."""
+        self._tuning.set(name, value)
+        self._engine._dirty = True
+        return 0
+
+    def _category_limits(self, table: dict, category: str, resources: dict) -> None:
+        if not resources:
+            return  # upstream ignores an empty dict
+        unknown = set(resources) - set(_RESOURCE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown resource names {sorted(unknown)}; use {_RESOURCE_KEYS}")
+        table[category] = {k: v for k, v in resources.items() if k != "wall_time"}
+        self._engine._dirty = True
+
+    def set_resources_max(self, resources: dict) -> None:
+        self._category_limits(self._engine.category_max, "default", resources)
+
+    def set_resources_min(self, resources: dict) -> None:
+        self._category_limits(self._engine.category_min, "default", resources)
+
+    def set_category_resources_max(self, category: str, resources: dict) -> None:
+        self._category_limits(self._engine.category_max, category, resources)
+
+    def set_category_resources_min(self, category: str, resources: dict) -> None:
+        self._category_limits(self._engine.category_min, category, resources)
+
+    def block_host(self, host: str) -> None:
+        self._engine.blocked[host] = 0
+
+    def block_host_with_timeout(self, host: str, timeout: float) -> None:
+        self._engine.blocked[host] = time.time() + timeout if timeout >= 1 else 0
+
+    def unblock_host(self, host: str | None = None) -> None:
+        if host is None:
+            self._engine.blocked.clear()
+        else:
+            self._engine.blocked.pop(host, None)
+        self._engine._dirty = True
+
+    blacklist = block_host
+    blacklist_with_timeout = block_host_with_timeout
+    blacklist_clear = unblock_host
+
+    def set_keepalive_interval(self, interval: float) -> None:
+        self._tuning.keepalive_interval = float(interval)
+
+    def set_keepalive_timeout(self, timeout: float) -> None:
+        self._tuning.keepalive_timeout = float(timeout)
+
+    def workers_shutdown(self, n: int = 0) -> int:
+        """Tell ``n`` workers (0 = all) to exit; returns how many were told."""
+        return self._engine.shutdown_workers(int(n))
+
+    def set_draining_by_hostname(self, hostname: str, drain_mode: bool = True) -> int:
+        affected = [w for w in self._engine.workers.values() if w.hostname == hostname]
+        for w in affected:
+            w.draining = bool(drain_mode)
+        self._engine._dirty = True
+        return len(affected)
+
+    # ------------------------------------------------------------------ observability
+    @property
+    def stats(self) -> Stats:
+        return snapshot(self._engine, self._started_us)
+
+    def status(self, request: str) -> list[dict]:
+        kind = STATUS_KINDS.get(request)
+        if kind is None:
+            raise ValueError(f"unknown status request {request!r}; use one of "
+                             f"{', '.join(sorted(STATUS_KINDS))}")
+        return report(self._engine, kind, self._status_info())
+
+    def _status_info(self) -> dict:
+        return {"started_us": self._started_us, "name": self._name, "uuid": self._uuid,
+                "priority": self._priority, **self._properties}
+
+    def _status_bytes(self, kind: str) -> bytes:
+        canonical = STATUS_KINDS.get(kind)
+        if canonical is None:
+            return b"[]"
+        return to_json(report(self._engine, canonical, self._status_info()))
+
+    def summarize_workers(self) -> list[dict]:
+        groups: dict[tuple, int] = {}
+        for w in self._engine.workers.values():
+            if w.has_resources:
+                key = (w.total.cores, w.total.gpus, w.total.memory, w.total.disk)
+                groups[key] = groups.get(key, 0) + 1
+        return [{"workers": n, "cores": c, "gpus": g, "memory": m, "disk": d}
+                for (c, g, m, d), n in groups.items()]
+
+    def log_debug_app(self, text: str) -> None:
+        self._debug.write("vine", f"APPLICATION {text}")
+
+    def log_txn_app(self, text: str) -> None:
+        self._txn.application(text)
+

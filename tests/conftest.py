@@ -1,0 +1,112 @@
+"""Shared fixtures: real managers on port 0 and real ``vine_worker`` processes on 127.0.0.1.
+
+Workers run as ``python -m ndcctools.taskvine.tools.vine_worker`` (the same code as the
+installed console script) with their debug log in the test's directory; when a test fails,
+the logs of its workers and manager are printed to help find out why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import ndcctools.taskvine as vine
+
+
+class Workers:
+    """Starts workers for one test and makes sure none outlives it."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, manager, cores=2, memory=2000, disk=4000, extra=(), single_shot=True):
+        n = len(self.procs)
+        workspace = self.tmp_path / f"worker{n}"
+        log = self.tmp_path / f"worker{n}.log"
+        cmd = [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker",
+               "127.0.0.1", str(manager.port), "--cores", str(cores), "--memory", str(memory),
+               "--disk", str(disk), "--workspace", str(workspace), "-d", "all",
+               "-o", str(log), "--timeout", "60", *extra]
+        if single_shot:
+            cmd.append("--single-shot")
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(self.tmp_path / f"worker{n}.stderr", "wb"),
+                                start_new_session=True)
+        proc.workspace = workspace
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            proc.wait(10)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    w = Workers(tmp_path)
+    yield w
+    w.stop_all()
+
+
+@pytest.fixture
+def manager(tmp_path):
+    with vine.Manager(port=0, run_info_path=str(tmp_path / "vine-run-info")) as m:
+        yield m
+
+
+def wait_until(predicate, timeout=30.0, step=0.02):
+    """Poll ``predicate`` until it is true; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(step)
+
+
+def wait_tasks(m, n, timeout=60.0):
+    """Collect ``n`` tasks from ``m.wait``, failing at the deadline."""
+    deadline = time.monotonic() + timeout
+    done = []
+    while len(done) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"only {len(done)} of {n} tasks came back within {timeout}s")
+        t = m.wait(min(5, max(1, int(left))))
+        if t is not None:
+            done.append(t)
+    return done
+
+
+def wait_connected(m, n, timeout=30.0):
+    """Serve the manager until ``n`` workers are connected and ready."""
+    deadline = time.monotonic() + timeout
+    while m.stats.workers_able < n:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{n} workers did not connect within {timeout}s")
+        m.wait(0)
+        time.sleep(0.01)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        tmp = item.funcargs.get("tmp_path")
+        if tmp is None:
+            return
+        for path in sorted(tmp.rglob("*")):
+            if path.is_file() and (path.suffix in (".log", ".stderr") or path.name == "debug"):
+                text = path.read_text(errors="replace")[-6000:]
+                report.sections.append((f"log {path.relative_to(tmp)}", text))

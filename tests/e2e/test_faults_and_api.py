@@ -1,0 +1,186 @@
+"""End-to-end: misbehaving peers, the manager's reports, logs and argument checking."""
+
+import json
+import os
+import socket
+
+import pytest
+
+import ndcctools.taskvine as vine
+from tests.conftest import wait_connected, wait_tasks
+
+HELLO = (b"taskvine 13 fakehost Linux x86_64 8.0.0\ninfo worker-id worker-fake\n"
+         b"transfer-port 1\ninfo worker-end-time 0\nalive\nresources\ncores 1.000000\n"
+         b"memory 1000.000000\ndisk 1000.000000\ngpus 0.000000\nworkers 1.000000\ntag 0\nend\n")
+
+
+class FakeWorker:
+    """A scripted worker: a plain socket that says exactly what the test wants."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+
+    def send(self, data: bytes):
+        self.sock.sendall(data)
+
+    def read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"closed before {marker!r}; got {self.buf!r}")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(marker)
+        return head + marker
+
+    def closed_by_peer(self) -> bool:
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_garbage_from_one_worker_closes_only_that_connection(manager, workers, tmp_path):
+    m = manager
+    workers.start(m, cores=2)
+    wait_connected(m, 1)
+    fake = FakeWorker(m.port)
+    fake.send(HELLO)
+    wait_connected(m, 2)
+    ids = [m.submit(vine.Task(f"echo {i}")) for i in range(10)]
+    fake.send(b"this is not a protocol line\n")
+    done = wait_tasks(m, 10)
+    assert sorted(t.id for t in done) == ids
+    assert all(t.successful() for t in done)
+    assert fake.closed_by_peer()
+    debug = open(os.path.join(m.logging_directory, "debug")).read()
+    assert "this is not a protocol line" in debug
+    assert m.stats.workers_connected == 1
+
+
+def test_forsaken_task_is_retried_then_returned(manager):
+    m = manager
+    fake = FakeWorker(m.port)
+    fake.send(HELLO)
+    t = vine.Task("true")
+    t.set_max_forsaken(1)
+    m.submit(t)
+    for _ in range(2):
+        while m.stats.tasks_running < 1:
+            assert m.wait(1) is None
+        body = fake.read_until(b"end\n")
+        assert body.startswith(b"task %d\ncmd 4\ntrue" % t.id)
+        fake.send(b"complete 40 0 0 0 1 2 0 %d\n" % t.id)
+        fake.read_until(b"kill %d\n" % t.id)
+    back = m.wait(10)
+    assert back is t and t.result == "forsaken"
+
+
+def test_wrong_protocol_version_blocks_the_host(manager):
+    m = manager
+    fake = FakeWorker(m.port)
+    fake.send(b"taskvine 12 oldhost Linux x86_64 7.0.0\n")
+    m.wait(0)
+    while not fake.closed_by_peer():
+        m.wait(0)
+    assert m.status("manager")[0]["workers_blocked"] == ["oldhost"]
+
+
+def test_status_stats_and_hungry(manager, workers):
+    m = manager
+    workers.start(m, cores=2, memory=1000, disk=2000)
+    wait_connected(m, 1)
+    (w,) = m.status("workers")
+    assert (w["cores_total"], w["memory_total"], w["disk_total"]) == (2, 1000, 2000)
+    assert m.summarize_workers() == [{"workers": 1, "cores": 2, "gpus": 0, "memory": 1000,
+                                      "disk": 2000}]
+    assert m.hungry() == 10  # hungry-minimum with nothing queued
+    for _ in range(3):
+        t = vine.Task("sleep 1")
+        t.set_cores(1)
+        m.submit(t)
+    m.wait(0)
+    assert len(m.status("tasks")) == 3
+    assert m.status("manager")[0]["tasks_left"] == 3
+    wait_tasks(m, 3)
+    assert m.stats.tasks_done == 3 and m.stats.tasks_successful == 3
+    with pytest.raises(ValueError):
+        m.status("nonsense")
+
+
+def test_status_over_the_manager_port(manager, workers):
+    m = manager
+    workers.start(m, cores=1)
+    wait_connected(m, 1)
+    client = socket.create_connection(("127.0.0.1", m.port), timeout=10)
+    client.sendall(b"worker_status\n")
+    data = b""
+    while True:
+        m.wait(0)
+        client.settimeout(0.05)
+        try:
+            chunk = client.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    assert json.loads(data)[0]["cores_total"] == 1
+    assert m.stats.workers_connected == 1
+
+
+def test_transactions_and_debug_logs(tmp_path, workers):
+    with vine.Manager(port=0, run_info_path=str(tmp_path / "ri")) as m:
+        workers.start(m, cores=1)
+        m.submit(vine.Task("true"))
+        wait_tasks(m, 1)
+        logs = m.logging_directory
+    txn = open(os.path.join(logs, "transactions")).read().splitlines()
+    header = [line for line in txn if line.startswith("#")]
+    assert len(header) == 16
+    records = [line.split(" ", 3)[2:] for line in txn if not line.startswith("#")]
+    kinds = [r[0] + " " + r[1].split(" ")[1] if r[0] == "TASK" else r[0] for r in records]
+    assert kinds[0] == "MANAGER" and kinds[-1] == "MANAGER"
+    for step in ("TASK READY", "TASK RUNNING", "TASK WAITING_RETRIEVAL", "TASK RETRIEVED",
+                 "TASK DONE"):
+        assert step in kinds
+    debug = open(os.path.join(logs, "debug")).read()
+    assert "Manager is listening on port" in debug
+    assert "tx to" in debug and "rx from" in debug
+    assert debug.rstrip().endswith("manager end")
+    assert os.path.islink(tmp_path / "ri" / "most-recent")
+
+
+def test_single_shot_worker_exits_when_manager_closes(tmp_path, workers):
+    with vine.Manager(port=0, run_info_path=str(tmp_path / "ri")) as m:
+        proc = workers.start(m, cores=1)
+        m.submit(vine.Task("true"))
+        wait_tasks(m, 1)
+    assert proc.wait(10) == 0
+
+
+def test_argument_errors_are_clear(manager):
+    m = manager
+    with pytest.raises(ValueError, match="not a valid cache level"):
+        m.declare_file("x", cache="sometimes")
+    with pytest.raises(ValueError, match="unknown tuning parameter"):
+        m.tune("no-such-knob", 1)
+    with pytest.raises(TypeError):
+        vine.Task({"command": "true"})
+    with pytest.raises(TypeError):
+        vine.Task("true").add_input("not a file", "x")
+    with pytest.raises(TypeError):
+        m.submit("true")
+    with pytest.raises(ValueError):
+        vine.Manager(port="nine")
+    for name in ("attempt-schedule-depth", "hungry-minimum", "keepalive-interval",
+                 "temp-replica-count", "max-library-retries"):
+        assert m.tune(name, 3) == 0
+
+
+def test_port_range_and_busy_port(tmp_path):
+    with vine.Manager(port=0, run_info_path=str(tmp_path / "a")) as a:
+        with pytest.raises(Exception, match="Could not create manager on"):
+            vine.Manager(port=a.port, run_info_path=str(tmp_path / "b"))
+        with vine.Manager(port=[a.port, a.port + 20], run_info_path=str(tmp_path / "c")) as c:
+            assert a.port < c.port <= a.port + 20

@@ -1,0 +1,77 @@
+"""Item streams on disk: what is sent for a tree, and refusing names that escape."""
+
+import os
+
+import pytest
+
+from ndcctools.taskvine import protocol as p
+from ndcctools.taskvine.items import (
+    FileSegment,
+    ItemReceiver,
+    UnsafeName,
+    check_relative,
+    outgoing,
+)
+
+
+def materialize(pieces):
+    out = b""
+    for piece in pieces:
+        if isinstance(piece, FileSegment):
+            piece = open(piece.path, "rb").read(piece.length)
+        out += piece
+    return out
+
+
+def receive(dest, wire):
+    d = p.Decoder("manager")
+    d.feed(wire)
+    r = ItemReceiver(str(dest))
+    done = False
+    while (ev := d.next_event()) is not None:
+        done = r.feed(ev)
+    return r, done
+
+
+def test_tree_roundtrip(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha")
+    (src / "sub" / "empty").write_bytes(b"")
+    os.symlink("a.txt", src / "link")
+    wire = materialize(outgoing(str(src), "top"))
+    assert wire.startswith(b"dir top 0")
+    r, done = receive(tmp_path / "dst", wire)
+    assert done and r.error is None
+    assert (tmp_path / "dst" / "a.txt").read_bytes() == b"alpha"
+    assert (tmp_path / "dst" / "sub" / "empty").read_bytes() == b""
+    assert os.readlink(tmp_path / "dst" / "link") == "a.txt"
+    assert r.size == 5 + len("a.txt")
+
+
+def test_missing_path_sends_an_error_item(tmp_path):
+    assert materialize(outgoing(str(tmp_path / "none"), "x")) == b"error x 2\n"
+    r, done = receive(tmp_path / "dst", b"error x 2\n")
+    assert done and r.error == p.ErrorItem("x", 2) and not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("wire", [
+    b"dir top 0755 0\nfile ..%2Fx 1 0644 0\nxend\n",
+    b"dir top 0755 0\nfile .. 1 0644 0\nxend\n",
+    b"dir top 0755 0\nsymlink l 7\n../../xend\n",
+    b"dir top 0755 0\nsymlink l 4\n/etcend\n",
+])
+def test_escaping_names_are_refused(tmp_path, wire):
+    with pytest.raises(UnsafeName):
+        receive(tmp_path / "dst", wire)
+    assert sorted(os.listdir(tmp_path)) == ["dst"]
+
+
+@pytest.mark.parametrize("path", ["../x", "/abs", "a/../../b", "", "."])
+def test_check_relative_refuses(path):
+    with pytest.raises(UnsafeName):
+        check_relative(path)
+
+
+def test_check_relative_normalises():
+    assert check_relative("a//b/./c") == "a/b/c"
