@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import time
 
 import pytest
 
@@ -20,24 +21,44 @@ class FakeWorker:
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.buf = b""
+        self.returned = []  # tasks m.wait() gave back while we served the manager
+        self.eof = False
 
     def send(self, data: bytes):
         self.sock.sendall(data)
 
-    def read_until(self, marker: bytes) -> bytes:
-        while marker not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(f"closed before {marker!r}; got {self.buf!r}")
+    def pump(self, m, done, timeout: float = 10.0) -> None:
+        """Serve manager ``m`` and read what it sends us until ``done()``, with a deadline."""
+        deadline = time.monotonic() + timeout
+        self.sock.settimeout(0.01)
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake worker: condition not met; got {self.buf!r}")
+            t = m.wait(0)
+            if t is not None:
+                self.returned.append(t)
+            if self.eof:
+                continue
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            self.eof = not chunk
             self.buf += chunk
+
+    def expect(self, m, marker: bytes) -> bytes:
+        """Serve ``m`` until it has sent ``marker``; returns what came up to it."""
+        self.pump(m, lambda: marker in self.buf or self.eof)
+        if marker not in self.buf:
+            raise EOFError(f"closed before {marker!r}; got {self.buf!r}")
         head, _, self.buf = self.buf.partition(marker)
         return head + marker
 
-    def closed_by_peer(self) -> bool:
-        try:
-            return self.sock.recv(65536) == b""
-        except ConnectionResetError:
-            return True
+    def wait_closed(self, m) -> None:
+        """Serve ``m`` until it closes our connection."""
+        self.pump(m, lambda: self.eof)
 
 
 def test_garbage_from_one_worker_closes_only_that_connection(manager, workers, tmp_path):
@@ -52,7 +73,7 @@ def test_garbage_from_one_worker_closes_only_that_connection(manager, workers, t
     done = wait_tasks(m, 10)
     assert sorted(t.id for t in done) == ids
     assert all(t.successful() for t in done)
-    assert fake.closed_by_peer()
+    fake.wait_closed(m)
     debug = open(os.path.join(m.logging_directory, "debug")).read()
     assert "this is not a protocol line" in debug
     assert m.stats.workers_connected == 1
@@ -66,23 +87,21 @@ def test_forsaken_task_is_retried_then_returned(manager):
     t.set_max_forsaken(1)
     m.submit(t)
     for _ in range(2):
-        while m.stats.tasks_running < 1:
-            assert m.wait(1) is None
-        body = fake.read_until(b"end\n")
+        body = fake.expect(m, b"end\n")
         assert body.startswith(b"task %d\ncmd 4\ntrue" % t.id)
         fake.send(b"complete 40 0 0 0 1 2 0 %d\n" % t.id)
-        fake.read_until(b"kill %d\n" % t.id)
-    back = m.wait(10)
-    assert back is t and t.result == "forsaken"
+        fake.expect(m, b"kill %d\n" % t.id)
+    while not fake.returned:
+        fake.returned.append(m.wait(10))
+    assert fake.returned == [t]
+    assert (t.result, t.exit_code) == ("forsaken", -1)
 
 
 def test_wrong_protocol_version_blocks_the_host(manager):
     m = manager
     fake = FakeWorker(m.port)
     fake.send(b"taskvine 12 oldhost Linux x86_64 7.0.0\n")
-    m.wait(0)
-    while not fake.closed_by_peer():
-        m.wait(0)
+    fake.wait_closed(m)
     assert m.status("manager")[0]["workers_blocked"] == ["oldhost"]
 
 

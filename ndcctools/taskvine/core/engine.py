@@ -100,7 +100,15 @@ class Engine:
         return rec
 
     def wait(self, timeout: float | None, tag: str | None = None, task_id: int = -1) -> Task | None:
-        """Run until a finished task matching ``tag``/``task_id`` can be returned."""
+        """Run until a finished task matching ``tag``/``task_id`` can be returned; the logs
+        are flushed on the way out, so they are current whenever the program is not here."""
+        try:
+            return self._wait(timeout, tag, task_id)
+        finally:
+            self.debug.flush()
+            self.txn.flush()
+
+    def _wait(self, timeout: float | None, tag: str | None, task_id: int) -> Task | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         cycled = False
         while True:
@@ -191,7 +199,7 @@ class Engine:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             addrport = f"{addr[0]}:{addr[1]}"
-            conn = Connection(sock, addrport, None)
+            conn = Connection(sock, addrport)
             w = WorkerRecord(conn, addrport, self.clock())
             conn.worker = w
             conn.decoder.trace = lambda line, w=w: self.debug.rx(w.hostname, w.addrport, line)

@@ -41,7 +41,8 @@ UNITS = {
 EXTRAS = {"time_worker_start": "s", "time_worker_end": "s", "time_output_mgr": "s",
           "size_output_mgr": "MB", "time_commit_start": "s", "time_commit_end": "s",
           "time_input_mgr": "s", "size_input_mgr": "MB"}
-ORDER = list(EXTRAS) + list(UNITS)
+ALL_UNITS = {**EXTRAS, **UNITS}
+RANK = {key: i for i, key in enumerate(ALL_UNITS)}
 _INTEGER_UNITS = {"MB", "gpus"}
 _DECIMALS = {"cores": 3}
 
@@ -57,8 +58,10 @@ def _number(value: float, unit: str, key: str) -> str:
 
 def resources_json(values: dict) -> str:
     """Compact JSON of resource values in upstream's key order, ``[number,"unit"]`` each."""
-    parts = [f'"{k}":[{_number(values[k], (EXTRAS | UNITS)[k], k)},"{(EXTRAS | UNITS)[k]}"]'
-             for k in ORDER if k in values]
+    parts = []
+    for k in sorted(values, key=RANK.__getitem__):
+        unit = ALL_UNITS[k]
+        parts.append(f'"{k}":[{_number(values[k], unit, k)},"{unit}"]')
     return "{" + ",".join(parts) + "}"
 
 

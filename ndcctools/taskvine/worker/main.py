@@ -1,0 +1,150 @@
+"""``vine_worker [options] HOST PORT``: parse the command line, then connect, serve, repeat.
+
+The worker connects to the first manager address that answers, serves it (``Session``)
+until it is released, told to exit, or the connection is lost, then reconnects with
+exponential back-off (1 s doubling up to ``--max-backoff``). It exits when told to, after
+one session with ``--single-shot``, or after ``--timeout`` seconds without a manager.
+On exit the workspace is removed unless ``--keep-workspace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from .. import __version__
+from .cache import Cache
+from .log import WorkerLog
+from .resources import Ledger, detect
+from .session import Session, SessionConfig
+
+UNSUPPORTED = {
+    "manager_name": "-M/--manager-name (catalog lookup) arrives with a later issue",
+    "password": "-P/--password arrives with a later issue",
+    "ssl": "--ssl arrives with a later issue",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="vine_worker", description="TaskVine worker (pure Python)")
+    ap.add_argument("address", nargs="*", help="HOST PORT, HOST:PORT, or 'h1:p1;h2:p2'")
+    ap.add_argument("--cores", type=int, help="cores offered (default: all)")
+    ap.add_argument("--memory", type=int, help="memory offered in MB (default: all)")
+    ap.add_argument("--disk", type=int, help="disk offered in MB (default: half the free space)")
+    ap.add_argument("--gpus", type=int, help="GPUs offered (default 0)")
+    ap.add_argument("--disk-percent", type=float, default=50)
+    ap.add_argument("--workspace", "-s", help="work directory (default: $TMPDIR/worker-UID-PID)")
+    ap.add_argument("--keep-workspace", action="store_true")
+    ap.add_argument("--timeout", "-t", type=float, default=900,
+                    help="exit after this many seconds without a manager (default 900)")
+    ap.add_argument("--idle-timeout", type=float, default=0,
+                    help="ask the manager to let us go after this many idle seconds")
+    ap.add_argument("--single-shot", action="store_true", help="exit after one manager session")
+    ap.add_argument("--feature", action="append", default=[], help="a feature (repeatable)")
+    ap.add_argument("--debug", "-d", action="append", default=[], help="debug flag (e.g. all)")
+    ap.add_argument("--debug-file", "-o", help="debug log file (default: stderr)")
+    ap.add_argument("--parent-death", action="store_true", help="exit when the parent exits")
+    ap.add_argument("--max-backoff", "-b", type=float, default=8)
+    ap.add_argument("--wall-time", type=float, default=0)
+    ap.add_argument("--transfer-port", help="accepted; peer transfers arrive with issue 3")
+    ap.add_argument("--manager-name", "--master-name", "-M", "-N", dest="manager_name")
+    ap.add_argument("--password", "-P")
+    ap.add_argument("--ssl", action="store_true")
+    ap.add_argument("--version", "-v", action="version", version=f"vine_worker {__version__}")
+    args, unknown = ap.parse_known_args(argv)
+    for name, why in UNSUPPORTED.items():
+        if getattr(args, name):
+            ap.error(f"{why}; this worker cannot honour it yet")
+    if unknown:
+        sys.stderr.write(f"vine_worker: ignoring unsupported options {' '.join(unknown)}\n")
+    args.managers = managers(args.address, ap)
+    return args
+
+
+def managers(words: list[str], ap: argparse.ArgumentParser) -> list[tuple[str, int]]:
+    """The manager addresses named on the command line."""
+    if len(words) == 2 and words[1].isdigit():
+        return [(words[0], int(words[1]))]
+    if len(words) != 1:
+        ap.error("give the manager as HOST PORT, HOST:PORT or 'h1:p1;h2:p2'")
+    out = []
+    for item in words[0].split(";"):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            ap.error(f"bad manager address {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def default_workspace() -> str:
+    base = next((os.environ[v] for v in ("CCTOOLS_TEMP", "_CONDOR_SCRATCH_DIR", "TMPDIR",
+                                          "TEMP", "TMP") if os.environ.get(v)),
+                tempfile.gettempdir())
+    return os.path.join(base, f"worker-{os.getuid()}-{os.getpid()}")
+
+
+def connect(addresses: list[tuple[str, int]], timeout: float = 10) -> socket.socket | None:
+    for host, port in addresses:
+        try:
+            return socket.create_connection((host, port), timeout=timeout)
+        except OSError:
+            continue
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workspace = os.path.abspath(args.workspace or default_workspace())
+    os.makedirs(workspace, exist_ok=True)
+    log = WorkerLog(bool(args.debug), args.debug_file)
+    total = detect(args.cores, args.memory, args.disk, args.gpus, workspace, args.disk_percent)
+    seed = f"{os.getpid()}-{os.getppid()}-{random.random()}-{time.time()}".encode()
+    config = SessionConfig(
+        workspace=workspace, worker_id="worker-" + hashlib.md5(seed).hexdigest(),
+        features=tuple(args.feature), idle_timeout=args.idle_timeout,
+        parent_pid=os.getppid() if args.parent_death else 0,
+        end_time=int(time.time() + args.wall_time) if args.wall_time > 0 else 0)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    log(f"workspace {workspace}; offering {total}")
+    try:
+        serve(args, config, Cache(workspace), Ledger(total), log)
+    finally:
+        if not args.keep_workspace:
+            shutil.rmtree(workspace, ignore_errors=True)
+    return 0
+
+
+def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, ledger: Ledger,
+          log: WorkerLog) -> None:
+    backoff = 1.0
+    last_contact = time.monotonic()
+    while True:
+        sock = connect(args.managers)
+        if sock is None:
+            if time.monotonic() - last_contact > args.timeout:
+                log.error(f"no manager for {args.timeout:.0f}s: exiting")
+                return
+            log(f"cannot reach {args.managers}; retrying in {backoff:.0f}s")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, args.max_backoff)
+            continue
+        log(f"connected to {sock.getpeername()}")
+        outcome = Session(sock, config, cache, ledger, log).run()
+        last_contact = time.monotonic()
+        backoff = 1.0
+        if outcome == "exit" or args.single_shot:
+            return
+        if outcome == "lost":
+            time.sleep(backoff)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""One connection to a manager: the worker's event loop and a handler per message.
+
+Theory of operation. The loop waits (``selectors``) on the manager socket and on one pidfd
+per running task, with a timeout set by the nearest deadline (wall time, end time, idle
+report). Bytes from the manager go through the codec; each message goes to the handler of
+its type in ``HANDLERS``; item events belong to the ``put`` being received. Replies and
+asynchronous messages are queued in one outbox and sent once per turn of the loop.
+
+Task lifecycle here: queued (received, waiting for room) → running (process alive) →
+done (``complete`` sent, sandbox kept for ``send_stdout``/``get``) → gone (``kill``).
+Outputs are moved into the cache, with a ``cache-update`` each, before ``complete``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import selectors
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from .. import protocol as p
+from ..items import (
+    FileSegment,
+    ItemReceiver,
+    UnsafeName,
+    check_component,
+    check_relative,
+    outgoing,
+    remove_tree,
+)
+from ..transport import Outbox
+from .cache import TYPE_PUT, Cache
+from .log import WorkerLog
+from .process import exit_status, kill_group, spawn, task_environment
+from .resources import Amount, Ledger
+from .sandbox import Sandbox
+
+RESULT_INPUT_MISSING = 1
+RESULT_MAX_END_TIME = 24
+RESULT_FORSAKEN = 40
+RESULT_MAX_WALL_TIME = 56
+MOUNT_SYMLINK = 32
+MOUNT_MKDIR = 64
+
+
+@dataclass
+class SessionConfig:
+    workspace: str
+    worker_id: str
+    features: tuple[str, ...] = ()
+    idle_timeout: float = 0
+    parent_pid: int = 0
+    end_time: int = 0
+
+
+class TaskRun:
+    """One task on this worker."""
+
+    __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
+                 "kill_result", "running")
+
+    def __init__(self, msg: p.TaskMsg, alloc: Amount):
+        self.msg = msg
+        self.alloc = alloc
+        self.sandbox: Sandbox | None = None
+        self.pid = 0
+        self.pidfd = -1
+        self.start_us = 0
+        self.deadline: tuple[float, int] | None = None  # (epoch seconds, result if reached)
+        self.kill_result = 0
+        self.running = False
+
+
+class Session:
+    def __init__(self, sock: socket.socket, config: SessionConfig, cache: Cache, ledger: Ledger,
+                 log: WorkerLog):
+        self.sock = sock
+        self.config = config
+        self.cache = cache
+        self.ledger = ledger
+        self.log = log
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        trace = (lambda line: log(f"rx: {line}")) if log.enabled else None
+        self.decoder = p.Decoder("manager", trace=trace)
+        self.outbox = Outbox()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(sock, selectors.EVENT_READ, None)
+        self.want_write = False
+        self.tasks: dict[int, TaskRun] = {}
+        self.queue: deque[TaskRun] = deque()
+        self.receiving: tuple[p.Put, ItemReceiver, int] | None = None
+        self.ended: str | None = None
+        self.last_task_id = 0
+        self.idle_since = time.monotonic()
+        self.idle_reported = False
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> str:
+        """Serve the manager until it releases us ("released"), tells us to exit ("exit"),
+        or the connection is lost ("lost")."""
+        self.send_hello()
+        try:
+            while self.ended is None:
+                self.flush()
+                for key, _ in self.sel.select(self.next_timeout()):
+                    if key.data is None:
+                        self.on_readable()
+                    else:
+                        self.on_exit(key.data)
+                self.check_deadlines()
+                self.start_ready()
+            self.flush()
+        finally:
+            self.close()
+        return self.ended
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self.end("lost", f"connection error: {e}")
+            return
+        if not data:
+            self.end("lost", "manager closed the connection")
+            return
+        self.decoder.feed(data)
+        try:
+            while self.ended is None and (event := self.decoder.next_event()) is not None:
+                handler = HANDLERS.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+                elif self.receiving is not None:
+                    self.receive_item(event)
+                else:
+                    raise p.RemoteProtocolError(f"unexpected {type(event).__name__}")
+        except (p.RemoteProtocolError, UnsafeName) as e:
+            self.end("lost", f"bad message from manager: {e}")
+
+    def end(self, outcome: str, reason: str) -> None:
+        if self.ended is None:
+            self.ended = outcome
+            self.log(f"session ends ({outcome}): {reason}")
+
+    def send(self, msg: Any) -> None:
+        data = msg.encode()
+        if self.log.enabled:
+            line = data[:data.find(b"\n")].decode("utf-8", "replace")
+            self.log(f"tx: {line}")
+        self.outbox.append(data)
+
+    def flush(self) -> None:
+        try:
+            empty = self.outbox.flush(self.sock)
+        except OSError as e:
+            self.end("lost", f"send failed: {e}")
+            return
+        if empty == self.want_write:
+            self.want_write = not empty
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.want_write else 0)
+            self.sel.modify(self.sock, events, None)
+
+    def next_timeout(self) -> float:
+        timeout = 1.0
+        now = time.time()
+        for run in self.tasks.values():
+            if run.running and run.deadline is not None:
+                timeout = min(timeout, max(0.0, run.deadline[0] - now))
+        return timeout
+
+    # ------------------------------------------------------------------ hello
+    def resources(self) -> p.Resources:
+        t = self.ledger.total
+        return p.Resources(t.cores, t.memory, t.disk, t.gpus, 1, self.last_task_id)
+
+    def send_hello(self) -> None:
+        c = self.config
+        self.send(p.Hello(p.PROTOCOL_VERSION, socket.gethostname().split()[0] or "localhost",
+                          platform.system() or "Linux", platform.machine() or "x86_64",
+                          __version__))
+        self.send(p.Info("worker-id", c.worker_id))
+        for feature in c.features:
+            self.send(p.Feature(feature))
+        # peer transfers arrive with issue 3: say so the way the protocol allows
+        self.send(p.Info("transfer_port_bind_failed", "1"))
+        self.send(p.Info("worker-end-time", str(c.end_time)))
+        self.send(p.Alive())
+        self.send(self.resources())
+
+    # ------------------------------------------------------------------ tasks
+    def on_task(self, msg: p.TaskMsg) -> None:
+        self.last_task_id = max(self.last_task_id, msg.task_id)
+        run = TaskRun(msg, self.allocation(msg.body))
+        self.tasks[msg.task_id] = run
+        if not self.ledger.total.covers(run.alloc):
+            self.log(f"task {msg.task_id} asks for more than this worker has: forsaken")
+            self.send(p.Alive())
+            self.send(self.resources())
+            self.finish(run, RESULT_FORSAKEN, 0)
+            return
+        try:
+            for mount in (*msg.body.infiles, *msg.body.outfiles):
+                check_component(mount.cachename)
+                check_relative(mount.path)
+        except UnsafeName as e:
+            self.log(f"task {msg.task_id} refused: {e}")
+            self.finish(run, RESULT_INPUT_MISSING, -1)
+            return
+        self.queue.append(run)
+        self.idle_reported = False
+
+    def allocation(self, body: p.TaskBody) -> Amount:
+        values = (body.cores, body.memory, body.disk, body.gpus)
+        if all(v is None or v < 0 for v in values):
+            t = self.ledger.total
+            return Amount(t.cores, t.memory, t.disk, t.gpus)
+        return Amount(*(max(0, int(v)) if v is not None else 0 for v in values))
+
+    def start_ready(self) -> None:
+        if not self.queue:
+            return
+        for run in list(self.queue):
+            if not self.ledger.fits(run.alloc):
+                continue
+            self.queue.remove(run)
+            missing = [m.cachename for m in run.msg.body.infiles if m.cachename not in self.cache]
+            if missing:
+                self.log(f"task {run.msg.task_id}: inputs {missing} are not in the cache")
+                self.finish(run, RESULT_INPUT_MISSING, -1)
+                continue
+            self.start(run)
+
+    def start(self, run: TaskRun) -> None:
+        msg, body = run.msg, run.msg.body
+        try:
+            box = run.sandbox = Sandbox(self.config.workspace, f"task.{msg.task_id}")
+            for m in body.infiles:
+                box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
+            for m in body.outfiles:
+                if m.flags & MOUNT_MKDIR:
+                    box.make_output_dir(m.path)
+        except (UnsafeName, OSError) as e:
+            self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}")
+            self.finish(run, RESULT_INPUT_MISSING, -1)
+            return
+        a = run.alloc
+        env = task_environment(body.env, a.cores, a.memory, a.disk, a.gpus, box.tmp)
+        run.start_us = int(time.time() * 1e6)
+        run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
+        run.pidfd = os.pidfd_open(run.pid)
+        run.running = True
+        self.sel.register(run.pidfd, selectors.EVENT_READ, run)
+        self.ledger.commit(a)
+        deadlines = []
+        if body.wall_time:
+            deadlines.append((run.start_us / 1e6 + int(body.wall_time), RESULT_MAX_WALL_TIME))
+        if body.end_time:
+            deadlines.append((float(int(body.end_time)), RESULT_MAX_END_TIME))
+        if deadlines:
+            run.deadline = min(deadlines)
+
+    def check_deadlines(self) -> None:
+        now = time.time()
+        for run in self.tasks.values():
+            if run.running and run.deadline is not None and not run.kill_result \
+                    and now >= run.deadline[0]:
+                run.kill_result = run.deadline[1]
+                self.log(f"task {run.msg.task_id} passed its time limit: killing it")
+                kill_group(run.pid)
+        c = self.config
+        if c.idle_timeout and not self.tasks and not self.idle_reported \
+                and time.monotonic() - self.idle_since > c.idle_timeout:
+            self.idle_reported = True
+            self.send(p.Info("idle-disconnect-request", str(int(c.idle_timeout))))
+        if c.parent_pid and os.getppid() != c.parent_pid:
+            self.end("exit", "parent process is gone")
+
+    def on_exit(self, run: TaskRun) -> None:
+        status = self.reap(run)
+        end_us = int(time.time() * 1e6)
+        signaled, code = exit_status(status)
+        body, box = run.msg.body, run.sandbox
+        for m in body.outfiles:
+            try:
+                produced = box.output(m.path)
+                if produced is not None:
+                    self.send(self.cache.add(m.cachename, produced, 0, TYPE_PUT, run.start_us))
+            except (UnsafeName, OSError) as e:
+                self.log(f"task {run.msg.task_id}: output {m.path!r} not kept: {e}")
+        self.finish(run, run.kill_result, code, end_us)
+
+    def reap(self, run: TaskRun) -> int:
+        self.sel.unregister(run.pidfd)
+        os.close(run.pidfd)
+        run.pidfd = -1
+        run.running = False
+        self.ledger.release(run.alloc)
+        self.idle_since = time.monotonic()
+        _, status = os.waitpid(run.pid, 0)
+        return status
+
+    def finish(self, run: TaskRun, result: int, code: int, end_us: int = 0) -> None:
+        length, inline = 0, b""
+        if run.sandbox is not None:
+            try:
+                length = os.stat(run.sandbox.stdout).st_size
+            except OSError:
+                length = 0
+            if 0 < length <= p.INLINE_STDOUT_MAX:
+                with open(run.sandbox.stdout, "rb") as f:
+                    inline = f.read(length)
+                length = len(inline)
+        self.send(p.Complete(result, code, length, run.start_us, end_us or run.start_us, 0,
+                             run.msg.task_id, inline))
+
+    def on_kill(self, msg: p.Kill) -> None:
+        ids = list(self.tasks) if msg.task_id < 0 else [msg.task_id]
+        for task_id in ids:
+            run = self.tasks.pop(task_id, None)
+            if run is None:
+                continue
+            if run.running:
+                kill_group(run.pid)
+                self.reap(run)
+            elif run in self.queue:
+                self.queue.remove(run)
+            if run.sandbox is not None:
+                run.sandbox.remove()
+
+    def on_send_stdout(self, msg: p.SendStdout) -> None:
+        run = self.tasks.get(msg.task_id)
+        path = run.sandbox.stdout if run is not None and run.sandbox is not None else None
+        try:
+            size = os.stat(path).st_size if path else -1
+        except OSError:
+            size = 0
+        if size < 0:
+            self.send(p.ErrorItem("process unknown: no stdout", 3))
+            return
+        self.log(f"tx: stdout {msg.task_id} {size}")
+        self.outbox.append(b"stdout %d %d\n" % (msg.task_id, size))
+        if size:
+            self.outbox.append(FileSegment(path, size))
+
+    # ------------------------------------------------------------------ cache objects
+    def on_put(self, msg: p.Put) -> None:
+        staging = self.cache.staging_path(msg.cachename)
+        self.receiving = (msg, ItemReceiver(staging), int(time.time() * 1e6))
+
+    def receive_item(self, event: Any) -> None:
+        msg, receiver, start_us = self.receiving
+        try:
+            if not receiver.feed(event):
+                return
+        except (OSError, UnsafeName) as e:
+            receiver.abort()
+            remove_tree(receiver.dest)
+            raise UnsafeName(f"put {msg.cachename}: {e}") from e
+        self.receiving = None
+        if receiver.error is not None:
+            self.log(f"put {msg.cachename}: manager sent error {receiver.error}")
+            return
+        self.send(self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT, start_us))
+
+    def on_get(self, msg: p.Get) -> None:
+        self._serve(msg.cachename, whole_tree=True)
+
+    def on_getfile(self, msg: p.GetFile) -> None:
+        self._serve(msg.cachename, whole_tree=False)
+
+    def _serve(self, name: str, whole_tree: bool) -> None:
+        try:
+            path = self.cache.path(name)
+        except UnsafeName:
+            self.send(p.ErrorItem(name, 22))
+            return
+        if name not in self.cache:
+            self.send(p.ErrorItem(name, 2))
+        elif not whole_tree and not os.path.isfile(path):
+            self.send(p.ErrorItem(name, 21))
+        else:
+            if self.log.enabled:
+                self.log(f"tx: item stream of {name}")
+            for piece in outgoing(path, name, follow_top=False):
+                self.outbox.append(piece)
+
+    def on_unlink(self, msg: p.Unlink) -> None:
+        try:
+            self.cache.remove(msg.cachename)
+        except UnsafeName as e:
+            self.log(f"unlink refused: {e}")
+
+    def on_unsupported(self, msg: Any) -> None:
+        name = msg.cachename
+        text = f"{type(msg).__name__} is not supported by this worker yet (issue 3)\n"
+        self.send(p.CacheInvalid(name, text, getattr(msg, "transfer_id", None)))
+
+    # ------------------------------------------------------------------ the rest
+    def on_check(self, msg: p.Check) -> None:
+        self.send(p.Alive())
+        self.send(self.resources())
+
+    def on_send_results(self, msg: p.SendResults) -> None:
+        self.send(p.End())
+
+    def close(self) -> None:
+        """Kill every task, drop sandboxes and task/workflow-level cache objects."""
+        self.on_kill(p.Kill(-1))
+        self.queue.clear()
+        if self.receiving is not None:
+            self.receiving[1].abort()
+            remove_tree(self.receiving[1].dest)
+            self.receiving = None
+        self.cache.clear(1)
+        self.sel.close()
+        self.outbox.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+HANDLERS: dict[type, Callable[[Session, Any], None]] = {
+    p.TaskMsg: Session.on_task,
+    p.Put: Session.on_put,
+    p.Get: Session.on_get,
+    p.GetFile: Session.on_getfile,
+    p.Unlink: Session.on_unlink,
+    p.Kill: Session.on_kill,
+    p.SendStdout: Session.on_send_stdout,
+    p.SendResults: Session.on_send_results,
+    p.Check: Session.on_check,
+    p.Release: lambda s, m: s.end("released", "released by the manager"),
+    p.Exit: lambda s, m: s.end("exit", "told to exit by the manager"),
+    p.PutUrl: Session.on_unsupported,
+    p.MiniTaskMsg: Session.on_unsupported,
+}
