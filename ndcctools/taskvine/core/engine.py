@@ -182,8 +182,8 @@ class Engine:
                 self._to_flush.add(conn)
             if mask & selectors.EVENT_READ:
                 self._read(conn)
-        self._schedule()
-        self._flush()
+        if self._schedule():
+            self._flush()  # new work goes out now; clean-up messages may wait a cycle
         now = time.monotonic()
         if now >= self._next_timers:
             self._next_timers = now + 1.0
@@ -266,15 +266,17 @@ class Engine:
         self._to_flush.add(w.conn)
 
     # ------------------------------------------------------------------ scheduling
-    def _schedule(self) -> None:
+    def _schedule(self) -> bool:
+        """Dispatch what fits; True if any task was sent."""
         if not self._dirty:
-            return
+            return False
         self._dirty = False
         mult = self.tuning.resource_submit_multiplier
         candidates = [w for w in self.workers.values() if w.ready and _has_room(w, mult)
                       and not self._is_blocked(w)]
         if not candidates or self.tuning.wait_for_workers > len(self.workers):
-            return
+            return False
+        dispatched = False
         depth = int(self.tuning.attempt_schedule_depth)
         now_us = self.clock() * 1e6
         policy = Policy(bool(self.tuning.proportional_resources),
@@ -296,12 +298,14 @@ class Engine:
                 continue
             w, alloc = choice
             self._dispatch(rec, w, alloc)
+            dispatched = True
             if not _has_room(w, mult):
                 candidates.remove(w)
                 if not candidates:
                     break
         for rec in expired:
             self.tasks.finish(rec, cvine.VINE_RESULT_MAX_END_TIME)
+        return dispatched
 
     def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
                        mult: float) -> tuple[WorkerRecord, Resources] | None:

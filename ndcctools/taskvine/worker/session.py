@@ -39,7 +39,7 @@ from .cache import TYPE_PUT, Cache
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
 from .resources import Amount, Ledger
-from .sandbox import Sandbox
+from .sandbox import Sandbox, SandboxPool
 
 RESULT_INPUT_MISSING = 1
 RESULT_MAX_END_TIME = 24
@@ -96,6 +96,7 @@ class Session:
         self.tasks: dict[int, TaskRun] = {}
         self.queue: deque[TaskRun] = deque()
         self.receiving: tuple[p.Put, ItemReceiver, int] | None = None
+        self.pool = SandboxPool(config.workspace)
         self.ended: str | None = None
         self.last_task_id = 0
         self.idle_since = time.monotonic()
@@ -241,7 +242,7 @@ class Session:
     def start(self, run: TaskRun) -> None:
         msg, body = run.msg, run.msg.body
         try:
-            box = run.sandbox = Sandbox(self.config.workspace, f"task.{msg.task_id}")
+            box = run.sandbox = Sandbox(self.config.workspace, f"task.{msg.task_id}", self.pool)
             for m in body.infiles:
                 box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
             for m in body.outfiles:
@@ -254,7 +255,12 @@ class Session:
         a = run.alloc
         env = task_environment(body.env, a.cores, a.memory, a.disk, a.gpus, box.tmp)
         run.start_us = int(time.time() * 1e6)
-        run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
+        try:
+            run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
+        except OSError as e:
+            self.log(f"task {msg.task_id}: cannot start /bin/sh: {e}")
+            self.finish(run, RESULT_FORSAKEN, 0)
+            return
         run.pidfd = os.pidfd_open(run.pid)
         run.running = True
         self.sel.register(run.pidfd, selectors.EVENT_READ, run)
@@ -309,7 +315,7 @@ class Session:
 
     def finish(self, run: TaskRun, result: int, code: int, end_us: int = 0) -> None:
         length, inline = 0, b""
-        if run.sandbox is not None:
+        if run.pid:  # only a process that ran has output (a recycled sandbox may hold old)
             try:
                 length = os.stat(run.sandbox.stdout).st_size
             except OSError:
@@ -420,6 +426,7 @@ class Session:
             remove_tree(self.receiving[1].dest)
             self.receiving = None
         self.cache.clear(1)
+        self.pool.clear()
         self.sel.close()
         self.outbox.close()
         try:
