@@ -1,0 +1,281 @@
+"""The real worker against a scripted fake manager: exact bytes in, exact replies out."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ndcctools.taskvine import protocol as p
+
+DEADLINE = 20.0
+
+
+class FakeManager:
+    """A listening socket that plays the manager's side, byte by byte."""
+
+    def __init__(self, tmp_path, *worker_args, cores=2, memory=1000, disk=1000):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.srv.settimeout(DEADLINE)
+        self.workspace = tmp_path / "ws"
+        self.log = tmp_path / "worker.log"
+        port = self.srv.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "127.0.0.1",
+             str(port), "--cores", str(cores), "--memory", str(memory), "--disk", str(disk),
+             "--workspace", str(self.workspace), "-d", "all", "-o", str(self.log),
+             "--timeout", "30", *worker_args],
+            stdin=subprocess.DEVNULL)
+        self.accept()
+
+    def accept(self):
+        self.conn, _ = self.srv.accept()
+        self.conn.settimeout(DEADLINE)
+        self.decoder = p.Decoder("worker")
+        self.raw = b""
+
+    def send(self, *msgs):
+        self.conn.sendall(b"".join(m if isinstance(m, bytes) else m.encode() for m in msgs))
+
+    def next(self):
+        """The next message from the worker (fails at the deadline)."""
+        while (ev := self.decoder.next_event()) is None:
+            data = self.conn.recv(65536)
+            if not data:
+                raise EOFError("worker closed the connection")
+            self.raw += data
+            self.decoder.feed(data)
+        return ev
+
+    def until(self, kind):
+        """Skip messages until one of type ``kind``; returns it."""
+        while not isinstance(ev := self.next(), kind):
+            pass
+        return ev
+
+    def hello(self):
+        return [self.next() for _ in range(6)]
+
+    def closed(self) -> bool:
+        try:
+            while self.conn.recv(65536):
+                pass
+        except (ConnectionResetError, TimeoutError):
+            return False
+        return True
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.srv.close()
+
+
+@pytest.fixture
+def fake(tmp_path):
+    f = FakeManager(tmp_path, "--single-shot")
+    yield f
+    f.close()
+
+
+def task(task_id, cmd, **kw):
+    kw.setdefault("cores", 1)
+    kw.setdefault("memory", 100)
+    kw.setdefault("disk", 100)
+    return p.TaskMsg(task_id, p.TaskBody(command=cmd, **kw))
+
+
+def test_hello_lines_in_order(fake):
+    hello = fake.hello()
+    assert isinstance(hello[0], p.Hello) and hello[0].protocol == 13
+    assert hello[1].key == "worker-id" and hello[1].value.startswith("worker-")
+    assert len(hello[1].value) == len("worker-") + 32
+    assert hello[2] == p.Info("transfer_port_bind_failed", "1")
+    assert hello[3] == p.Info("worker-end-time", "0")
+    assert hello[4] == p.Alive()
+    assert hello[5] == p.Resources(cores=2, memory=1000, disk=1000, gpus=0, workers=1, tag=0)
+    assert fake.raw.startswith(b"taskvine 13 ")
+
+
+def test_check_answers_alive_and_resources(fake):
+    fake.hello()
+    fake.send(task(7, "true"), p.Check())
+    assert isinstance(fake.until(p.Alive), p.Alive)
+    assert fake.next().tag == 7
+
+
+@pytest.mark.parametrize("size", [0, 1024, 1025])
+def test_stdout_inline_up_to_1024_bytes(fake, size):
+    fake.hello()
+    fake.send(task(1, f"head -c {size} /dev/zero | tr '\\0' a"))
+    done = fake.until(p.Complete)
+    assert (done.result, done.exit_code, done.output_length, done.task_id) == (0, 0, size, 1)
+    if size <= 1024:
+        assert done.inline_stdout == b"a" * size
+    else:
+        assert done.inline_stdout == b""
+        fake.send(p.SendStdout(1))
+        assert fake.until(p.Stdout) == p.Stdout(1, b"a" * size)
+
+
+def test_stdout_with_nul_bytes_is_exact(fake):
+    fake.hello()
+    fake.send(task(1, "printf 'a\\000b\\000'"))
+    assert fake.until(p.Complete).inline_stdout == b"a\x00b\x00"
+
+
+def test_exit_codes_signals_and_wall_time(fake):
+    fake.hello()
+    fake.send(task(1, "exit 3"), task(2, "kill -9 $$"))
+    results = {c.task_id: (c.result, c.exit_code) for c in (fake.until(p.Complete),
+                                                             fake.until(p.Complete))}
+    assert results == {1: (0, 3), 2: (0, 9)}
+    fake.send(task(3, "sleep 30", wall_time=1))
+    done = fake.until(p.Complete)
+    assert (done.task_id, done.result, done.exit_code) == (3, 56, 9)
+
+
+def test_put_file_dir_and_buffer_then_get_them_back(fake, tmp_path):
+    fake.hello()
+    fake.send(p.Put("file-a", 1, 5), p.FileItem("file-a", 5, 0o644, 1), b"hello",
+              p.Put("dir-b", 1, 3), p.DirItem("dir-b", 0o755, 1), p.FileItem("x y", 3, 0o600, 1),
+              b"abc", p.SymlinkItem("ln", "x y"), p.End(),
+              p.Put("buffer-c", 0, 0), p.FileItem("buffer-c", 0, 0o755, 0))
+    updates = [fake.until(p.CacheUpdate) for _ in range(3)]
+    assert [(u.cachename, u.size, u.level) for u in updates] == [
+        ("file-a", 5, 1), ("dir-b", 3 + len("x y"), 1), ("buffer-c", 0, 0)]
+    fake.send(task(1, "cat in/d/'x y' in/a > out && ls -l in/d/ln | grep -q 'x y'",
+                   infiles=(p.Mount("file-a", "in/a"), p.Mount("dir-b", "in/d")),
+                   outfiles=(p.Mount("file-out", "out"),)))
+    assert fake.until(p.CacheUpdate).cachename == "file-out"
+    assert fake.until(p.Complete).exit_code == 0
+    fake.send(p.Get("file-out"))
+    assert fake.until(p.FileItem).size == 8
+    assert fake.next() == p.Data(b"abchello")
+    fake.send(p.GetFile("dir-b"), p.Get("nothing"))
+    assert fake.next() == p.ErrorItem("dir-b", 21)
+    assert fake.next() == p.ErrorItem("nothing", 2)
+
+
+def test_missing_output_and_kill(fake):
+    fake.hello()
+    fake.send(task(1, "true", outfiles=(p.Mount("file-none", "none"),)))
+    assert fake.until(p.Complete).result == 0
+    fake.send(p.Get("file-none"))
+    assert fake.until(p.ErrorItem) == p.ErrorItem("file-none", 2)
+    fake.send(task(2, "sleep 30"), p.Kill(2), p.Check())
+    fake.until(p.Alive)
+    assert fake.next().tag == 2
+    fake.send(task(3, "echo after"))
+    done = fake.until(p.Complete)
+    assert done.task_id == 3, "no complete may come for a killed task"
+
+
+def test_two_one_core_tasks_run_at_once_and_too_big_is_forsaken(fake, tmp_path):
+    fake.hello()
+    marker = tmp_path / "m"
+    # each task waits until the other has started: only possible if both run together
+    fake.send(task(1, f"touch {marker}.1; while [ ! -e {marker}.2 ]; do sleep 0.05; done"),
+              task(2, f"touch {marker}.2; while [ ! -e {marker}.1 ]; do sleep 0.05; done"),
+              task(3, "true", cores=3))
+    done = {c.task_id: c.result for c in (fake.until(p.Complete) for _ in range(3))}
+    assert done == {1: 0, 2: 0, 3: 40}
+
+
+def test_release_makes_a_single_shot_worker_exit_0(fake):
+    fake.hello()
+    fake.send(p.Release())
+    assert fake.proc.wait(DEADLINE) == 0
+    assert not fake.workspace.exists()
+
+
+@pytest.mark.parametrize("mount", [
+    p.Mount("file-a", "../escape"), p.Mount("file-a", "/tmp/abs"), p.Mount("../x", "in"),
+])
+def test_task_paths_that_escape_are_refused(fake, tmp_path, mount):
+    fake.hello()
+    fake.send(p.Put("file-a", 1, 1), p.FileItem("file-a", 1, 0o644, 0), b"x",
+              task(1, "true", infiles=(mount,)))
+    done = fake.until(p.Complete)
+    assert (done.task_id, done.result) == (1, 1)
+    assert not (tmp_path / "escape").exists() and not (fake.workspace / "escape").exists()
+
+
+def test_symlink_output_pointing_out_is_not_served(fake, tmp_path):
+    fake.hello()
+    secret = tmp_path / "secret"
+    secret.write_text("do not leak")
+    fake.send(task(1, f"ln -s {secret} out", outfiles=(p.Mount("file-o", "out"),)))
+    done = fake.until(p.Complete)
+    assert done.result == 0
+    fake.send(p.Get("file-o"))
+    assert fake.until(p.ErrorItem).errno == 2
+
+
+@pytest.mark.parametrize("stream", [
+    p.Put("../evil", 1, 1).encode() + b"file ../evil 1 0644 0\nx",
+    p.Put("dir-e", 1, 1).encode() + b"dir dir-e 0755 0\nfile ..%2F..%2Fevil 1 0644 0\nxend\n",
+    p.Put("dir-s", 1, 1).encode() + b"dir dir-s 0755 0\nsymlink s 8\n../../..end\n",
+])
+def test_put_with_escaping_names_closes_the_connection(tmp_path, stream):
+    fake = FakeManager(tmp_path)  # not single-shot: it must survive and reconnect
+    try:
+        fake.hello()
+        fake.send(stream)
+        assert fake.closed()
+        assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
+        fake.accept()  # the worker comes back after its back-off
+        assert isinstance(fake.next(), p.Hello)
+    finally:
+        fake.close()
+
+
+def test_garbage_line_closes_and_the_worker_reconnects(tmp_path):
+    fake = FakeManager(tmp_path)
+    try:
+        fake.hello()
+        fake.send(b"hello there\n")
+        assert fake.closed()
+        fake.accept()
+        assert isinstance(fake.next(), p.Hello)
+        assert "bad message from manager" in open(fake.log).read()
+    finally:
+        fake.close()
+
+
+def test_environment_of_a_task(fake):
+    fake.hello()
+    fake.send(task(1, 'echo "$CORES $MEMORY $DISK $OMP_NUM_THREADS $MKL_NUM_THREADS $A"; '
+                      'test -d "$TMPDIR" && test -z "$DISPLAY" && echo ok', cores=2,
+                   memory=300, disk=40, env=("A=x y",)))
+    out = fake.until(p.Complete).inline_stdout.decode().splitlines()
+    assert out == ["2 300 40 2 2 x y", "ok"]
+
+
+def test_end_time_passed_while_running(fake):
+    fake.hello()
+    fake.send(task(1, "sleep 30", end_time=time.time() + 1))
+    done = fake.until(p.Complete)
+    assert (done.result, done.exit_code) == (24, 9)
+
+
+def test_unsupported_sources_answer_cache_invalid(fake):
+    fake.hello()
+    fake.send(p.PutUrl("http://127.0.0.1:1/x", "url-x", 1, 0, 0o755, "T1"))
+    bad = fake.until(p.CacheInvalid)
+    assert (bad.cachename, bad.transfer_id) == ("url-x", "T1") and "not supported" in bad.text
+
+
+def test_kill_leaves_no_sandbox_behind(fake):
+    fake.hello()
+    fake.send(task(5, "echo hi > f; mkdir d"))
+    fake.until(p.Complete)
+    assert (fake.workspace / "task.5").is_dir()
+    fake.send(p.Kill(5), p.Check())
+    fake.until(p.Alive)
+    assert not (fake.workspace / "task.5").exists()
+    assert os.listdir(fake.workspace / "trash") == []
