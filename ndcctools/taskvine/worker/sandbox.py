@@ -27,6 +27,7 @@ class SandboxPool:
     """Empty sandboxes kept for reuse, under ``<workspace>/trash/``."""
 
     def __init__(self, workspace: str, size: int = 16):
+        self.real_workspace = os.path.realpath(workspace)
         self.dir = os.path.join(workspace, "trash")
         os.makedirs(self.dir, exist_ok=True)
         self.size = size
@@ -71,7 +72,7 @@ class Sandbox:
         self.path = os.path.join(root, name)
         self.pool = pool
         pool.make(self.path)
-        self.real = os.path.realpath(self.path)
+        self.real = os.path.join(pool.real_workspace, name)  # a directory we just made
 
     @property
     def stdout(self) -> str:
