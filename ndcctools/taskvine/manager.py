@@ -20,7 +20,6 @@ from typing import Any
 
 from . import cvine
 from .core import cachenames
-from .core.allocation import Resources
 from .core.debuglog import DebugLog
 from .core.engine import Engine, bind_listener
 from .core.hungry import hungry as compute_hungry
@@ -32,6 +31,7 @@ from .core.tuning import Tuning
 from .core.txnlog import TransactionLog
 from .file import File
 from .items import remove_tree
+from .resources import Resources
 from .task import Task
 
 CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}

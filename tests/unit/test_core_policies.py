@@ -2,9 +2,10 @@
 
 import pytest
 
-from ndcctools.taskvine.core.allocation import Policy, Resources, allocate, can_ever_fit, fits
+from ndcctools.taskvine.core.allocation import Policy, allocate, can_ever_fit, fits
 from ndcctools.taskvine.core.hungry import hungry
 from ndcctools.taskvine.core.tuning import Tuning
+from ndcctools.taskvine.resources import Resources
 
 WORKER = Resources(cores=4, memory=8000, disk=10000, gpus=0)
 PROP = Policy()

@@ -1,8 +1,7 @@
 """How much of a worker a task gets (api.md §9.1): a pure policy over plain numbers.
 
-``Resources`` is the shared value type (cores, memory MB, disk MB, gpus). Unset requests are
--1. ``allocate()`` computes the allocation of one task on one worker; ``fits()`` says whether
-it fits in what the worker has free.
+Unset requests are -1. ``allocate()`` computes the allocation of one task on one worker;
+``fits()`` says whether it fits in what the worker has free.
 """
 
 from __future__ import annotations
@@ -10,21 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..resources import Resources
+
 UNSET = -1
-
-
-@dataclass(slots=True)
-class Resources:
-    cores: float = 0
-    memory: int = 0
-    disk: int = 0
-    gpus: int = 0
-
-    def add(self, other: Resources, sign: int = 1) -> None:
-        self.cores += sign * other.cores
-        self.memory += sign * other.memory
-        self.disk += sign * other.disk
-        self.gpus += sign * other.gpus
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,8 +87,7 @@ def _whole_or_partial(lim: Resources, total: Resources, avail_disk: float) -> Re
 
 def fits(alloc: Resources, free: Resources) -> bool:
     """Whether ``alloc`` fits in ``free`` (disk is checked too)."""
-    return (alloc.cores <= free.cores + 1e-9 and alloc.memory <= free.memory
-            and alloc.disk <= free.disk and alloc.gpus <= free.gpus)
+    return free.covers(alloc)
 
 
 def can_ever_fit(request: Resources, total: Resources) -> bool:

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .. import cvine
 from .. import protocol as p
 from ..items import outgoing, tree_size
+from ..resources import Resources
 from ..results import result_string
-from .allocation import Policy, Resources, allocate, can_ever_fit, fits
+from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
 from .tasks import READY, RETRIEVED, RUNNING, STATE_NAMES, WAITING_RETRIEVAL, TaskRecord, TaskTable

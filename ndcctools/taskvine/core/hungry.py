@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .allocation import Resources
+from ..resources import Resources
 
 _KINDS = ("cores", "memory", "disk", "gpus")
 

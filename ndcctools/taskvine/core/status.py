@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..protocol import PROTOCOL_VERSION
-from .allocation import Resources
+from ..resources import Resources
 from .tasks import READY, RUNNING, STATE_NAMES, WAITING_RETRIEVAL
 
 if TYPE_CHECKING:

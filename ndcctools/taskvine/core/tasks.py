@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from .. import cvine
 
 if TYPE_CHECKING:
+    from ..resources import Resources
     from ..task import Task
-    from .allocation import Resources
     from .workers import WorkerRecord
 
 INITIAL, READY, RUNNING, WAITING_RETRIEVAL, RETRIEVED, DONE = range(6)

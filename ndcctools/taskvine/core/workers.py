@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .allocation import Resources
+from ..resources import Resources
 
 if TYPE_CHECKING:
     from .connection import Connection

@@ -9,27 +9,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass
 
 import psutil
+
+from ..resources import Resources
 
 MB = 1 << 20
 
 
-@dataclass(slots=True)
-class Amount:
-    cores: int = 0
-    memory: int = 0
-    disk: int = 0
-    gpus: int = 0
-
-    def covers(self, other: Amount) -> bool:
-        return (other.cores <= self.cores and other.memory <= self.memory
-                and other.disk <= self.disk and other.gpus <= self.gpus)
-
-
 def detect(cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
-           workspace: str, disk_percent: float = 50) -> Amount:
+           workspace: str, disk_percent: float = 50) -> Resources:
     """Totals from the options, else from the environment (CORES, ...), else the machine."""
     env = {k: os.environ.pop(k, None) for k in ("CORES", "MEMORY", "DISK", "GPUS")}
 
@@ -41,33 +30,26 @@ def detect(cores: int | None, memory: int | None, disk: int | None, gpus: int | 
         return default
 
     free_mb = shutil.disk_usage(workspace).free // MB
-    return Amount(cores=pick(cores, "CORES", os.cpu_count() or 1),
+    return Resources(cores=pick(cores, "CORES", os.cpu_count() or 1),
                   memory=pick(memory, "MEMORY", psutil.virtual_memory().total // MB),
                   disk=pick(disk, "DISK", math.ceil(free_mb * disk_percent / 100)),
                   gpus=pick(gpus, "GPUS", 0))
 
 
 class Ledger:
-    def __init__(self, total: Amount):
+    def __init__(self, total: Resources):
         self.total = total
-        self.used = Amount()
+        self.used = Resources()
 
-    def free(self) -> Amount:
+    def free(self) -> Resources:
         t, u = self.total, self.used
-        return Amount(t.cores - u.cores, t.memory - u.memory, t.disk - u.disk, t.gpus - u.gpus)
+        return Resources(t.cores - u.cores, t.memory - u.memory, t.disk - u.disk, t.gpus - u.gpus)
 
-    def fits(self, want: Amount) -> bool:
+    def fits(self, want: Resources) -> bool:
         return self.free().covers(want)
 
-    def commit(self, amount: Amount) -> None:
-        self._add(amount, 1)
+    def commit(self, amount: Resources) -> None:
+        self.used.add(amount)
 
-    def release(self, amount: Amount) -> None:
-        self._add(amount, -1)
-
-    def _add(self, a: Amount, sign: int) -> None:
-        u = self.used
-        u.cores += sign * a.cores
-        u.memory += sign * a.memory
-        u.disk += sign * a.disk
-        u.gpus += sign * a.gpus
+    def release(self, amount: Resources) -> None:
+        self.used.add(amount, -1)

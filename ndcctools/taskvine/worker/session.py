@@ -34,11 +34,12 @@ from ..items import (
     outgoing,
     remove_tree,
 )
+from ..resources import Resources
 from ..transport import Outbox
 from .cache import TYPE_PUT, Cache
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
-from .resources import Amount, Ledger
+from .resources import Ledger
 from .sandbox import Sandbox, SandboxPool
 
 RESULT_INPUT_MISSING = 1
@@ -65,7 +66,7 @@ class TaskRun:
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
                  "kill_result", "running")
 
-    def __init__(self, msg: p.TaskMsg, alloc: Amount):
+    def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
         self.alloc = alloc
         self.sandbox: Sandbox | None = None
@@ -218,12 +219,12 @@ class Session:
         self.queue.append(run)
         self.idle_reported = False
 
-    def allocation(self, body: p.TaskBody) -> Amount:
+    def allocation(self, body: p.TaskBody) -> Resources:
         values = (body.cores, body.memory, body.disk, body.gpus)
         if all(v is None or v < 0 for v in values):
             t = self.ledger.total
-            return Amount(t.cores, t.memory, t.disk, t.gpus)
-        return Amount(*(max(0, int(v)) if v is not None else 0 for v in values))
+            return Resources(t.cores, t.memory, t.disk, t.gpus)
+        return Resources(*(max(0, int(v)) if v is not None else 0 for v in values))
 
     def start_ready(self) -> None:
         if not self.queue:
