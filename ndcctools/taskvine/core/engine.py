@@ -101,13 +101,8 @@ class Engine:
         return rec
 
     def wait(self, timeout: float | None, tag: str | None = None, task_id: int = -1) -> Task | None:
-        """Run until a finished task matching ``tag``/``task_id`` can be returned; the logs
-        are flushed on the way out, so they are current whenever the program is not here."""
-        try:
-            return self._wait(timeout, tag, task_id)
-        finally:
-            self.debug.flush()
-            self.txn.flush()
+        """Run until a finished task matching ``tag``/``task_id`` can be returned."""
+        return self._wait(timeout, tag, task_id)
 
     def _wait(self, timeout: float | None, tag: str | None, task_id: int) -> Task | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -174,6 +169,9 @@ class Engine:
         self._schedule()
         self._flush()
         busy = self._dirty or self._to_flush
+        if not busy and timeout > 0:  # about to idle: make the logs current first
+            self.debug.flush()
+            self.txn.flush()
         for key, mask in self.sel.select(0 if busy else timeout):
             if key.data is None:
                 self._accept()
@@ -280,9 +278,7 @@ class Engine:
         dispatched = False
         depth = int(self.tuning.attempt_schedule_depth)
         now_us = self.clock() * 1e6
-        policy = Policy(bool(self.tuning.proportional_resources),
-                        bool(self.tuning.proportional_whole_tasks), mult,
-                        self.tuning.disk_proportion_available_to_task)
+        policy = self.tuning.policy
         expired = []
         for rec in self.tasks.ready_in_order():
             depth -= 1

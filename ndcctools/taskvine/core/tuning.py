@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .allocation import Policy
+
 DEFAULTS: dict[str, float] = {
     "attempt-schedule-depth": 100,
     "category-steady-n-tasks": 25,
@@ -96,6 +98,12 @@ class Tuning:
     def __init__(self) -> None:
         for name, value in DEFAULTS.items():
             setattr(self, name.replace("-", "_"), value)
+        self.policy = self._policy()
+
+    def _policy(self) -> Policy:
+        """The allocation policy these values describe (rebuilt when they change)."""
+        return Policy(bool(self.proportional_resources), bool(self.proportional_whole_tasks),
+                      self.resource_submit_multiplier, self.disk_proportion_available_to_task)
 
     def set(self, name: str, value: float) -> None:
         if not isinstance(name, str):
@@ -110,3 +118,4 @@ class Tuning:
         setattr(self, canonical.replace("-", "_"), value)
         if canonical == "proportional-resources":
             self.proportional_whole_tasks = 1 if value > 0 else 0
+        self.policy = self._policy()

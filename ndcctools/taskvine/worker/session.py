@@ -98,6 +98,7 @@ class Session:
         self.queue: deque[TaskRun] = deque()
         self.receiving: tuple[p.Put, ItemReceiver, int] | None = None
         self.pool = SandboxPool(config.workspace)
+        self.spent: list[Sandbox] = []  # no longer needed: recycled once replies are out
         self.ended: str | None = None
         self.last_task_id = 0
         self.idle_since = time.monotonic()
@@ -108,16 +109,20 @@ class Session:
         """Serve the manager until it releases us ("released"), tells us to exit ("exit"),
         or the connection is lost ("lost")."""
         self.send_hello()
+        self.flush()
         try:
             while self.ended is None:
-                self.flush()
                 for key, _ in self.sel.select(self.next_timeout()):
                     if key.data is None:
                         self.on_readable()
                     else:
                         self.on_exit(key.data)
-                self.check_deadlines()
                 self.start_ready()
+                self.flush()
+                self.recycle_spent()
+                self.check_deadlines()
+                if self.outbox:
+                    self.flush()
             self.flush()
         finally:
             self.close()
@@ -327,6 +332,14 @@ class Session:
                 length = len(inline)
         self.send(p.Complete(result, code, length, run.start_us, end_us or run.start_us, 0,
                              run.msg.task_id, inline))
+        if run.sandbox is not None and length <= p.INLINE_STDOUT_MAX:
+            self.spent.append(run.sandbox)  # its stdout went inline: nothing left to serve
+            run.sandbox = None
+
+    def recycle_spent(self) -> None:
+        for box in self.spent:
+            box.remove()
+        self.spent.clear()
 
     def on_kill(self, msg: p.Kill) -> None:
         ids = list(self.tasks) if msg.task_id < 0 else [msg.task_id]
@@ -421,6 +434,7 @@ class Session:
     def close(self) -> None:
         """Kill every task, drop sandboxes and task/workflow-level cache objects."""
         self.on_kill(p.Kill(-1))
+        self.recycle_spent()
         self.queue.clear()
         if self.receiving is not None:
             self.receiving[1].abort()
