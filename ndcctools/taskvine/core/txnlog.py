@@ -48,16 +48,32 @@ _DECIMALS = {"cores": 3}
 
 
 def _number(value: float, unit: str, key: str) -> str:
-    if unit in _INTEGER_UNITS and key not in EXTRAS:
+    if type(value) is int or (unit in _INTEGER_UNITS and key not in EXTRAS):
         return str(int(value))
-    if float(value).is_integer():
+    if value.is_integer():
         return str(int(value))
     text = f"{value:.{_DECIMALS.get(unit, 6)}f}".rstrip("0").rstrip(".")
     return text
 
 
+_JSON_MEMO: dict[tuple, str] = {}
+
+
 def resources_json(values: dict) -> str:
-    """Compact JSON of resource values in upstream's key order, ``[number,"unit"]`` each."""
+    """Compact JSON of resource values in upstream's key order, ``[number,"unit"]`` each.
+
+    Requested and allocated resources repeat from task to task, so their texts are memoised.
+    """
+    key = tuple(values.items())
+    text = _JSON_MEMO.get(key)
+    if text is None:
+        if len(_JSON_MEMO) >= 4096:
+            _JSON_MEMO.clear()
+        text = _JSON_MEMO[key] = _resources_json(values)
+    return text
+
+
+def _resources_json(values: dict) -> str:
     parts = []
     for k in sorted(values, key=RANK.__getitem__):
         unit = ALL_UNITS[k]
@@ -125,7 +141,7 @@ class TransactionLog:
                        measured: dict) -> None:
         lim = resources_json(limits) if limits else "{}"
         self._record(f"TASK {task_id} RETRIEVED {result}  {exit_code}  {lim} "
-                     f"{resources_json(measured)}")
+                     f"{_resources_json(measured)}")  # unique per task: not memoised
 
     def task_done(self, task_id: int, result: str, exit_code: int) -> None:
         self._record(f"TASK {task_id} DONE {result}  {exit_code} ")

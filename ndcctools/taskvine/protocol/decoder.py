@@ -176,7 +176,8 @@ FROM_MANAGER: dict[str, Handler] = {
 
 def _body_field(key: str, convert: Callable) -> Handler:
     def handler(d: Decoder, f: list) -> None:
-        _arity(f, 1, 1)
+        if len(f) != 2:
+            _arity(f, 1, 1)
         d._body.fields[key] = convert(f[1])
     return handler
 
@@ -427,11 +428,10 @@ class Decoder:
             return None
         if nl - pos >= m.LINE_MAX:
             raise RemoteProtocolError(f"line longer than {m.LINE_MAX} bytes")
-        line = bytes(buf[pos:nl])
+        text = buf[pos:nl].decode("utf-8", "surrogateescape")
         self._pos = nl + 1
-        if b"\r" in line:
-            line = line.replace(b"\r", b"")
-        text = line.decode("utf-8", "surrogateescape")
+        if "\r" in text:
+            text = text.replace("\r", "")
         if self.trace is not None:
             self.trace(text)
         fields = text.split()

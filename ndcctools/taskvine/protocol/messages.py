@@ -11,6 +11,7 @@ Numbers are formatted the way upstream prints them (``cores 1.000``, ``wall_time
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError
@@ -19,11 +20,12 @@ from .urlcode import encode as _url
 PROTOCOL_VERSION = 13
 INLINE_STDOUT_MAX = 1024
 LINE_MAX = 4096
+_WHITESPACE = re.compile(r"\s")
 
 
 def _token(value: str) -> str:
     """A field sent unencoded: refuse whitespace, which would split it."""
-    if not value or any(c.isspace() for c in value):
+    if not value or _WHITESPACE.search(value):
         raise LocalProtocolError(f"cannot send {value!r} as a protocol field")
     return value
 
