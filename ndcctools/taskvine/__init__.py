@@ -6,7 +6,7 @@ and returns the finished tasks from ``wait()``. See ``docs/architecture.md``.
 
 __version__ = "0.1.0"  # first: submodules read it
 
-from . import cvine  # noqa: E402, F401 - vine.cvine is public
+from . import cvine, futures, utils  # noqa: E402, F401 - public submodules
 from ._pending import (
     DaskVine,
     DaskVineDag,

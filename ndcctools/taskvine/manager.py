@@ -33,6 +33,7 @@ from .file import File
 from .items import remove_tree
 from .resources import Resources
 from .task import Task
+from .utils import port_range_from_environment
 
 CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}
 _RESOURCE_KEYS = ("cores", "memory", "disk", "gpus", "wall_time")
@@ -55,19 +56,29 @@ def _timeout(timeout: Any) -> float | None:
 
 
 def _port_range(port: Any) -> int | tuple[int, int]:
-    env = os.environ.get("VINE_PORT")
+    """What to bind: ``VINE_PORT`` if set (it overrides the argument, as upstream), else the
+    port, the ``[low, high]`` pair, or for 0 the ``TCP_LOW_PORT..TCP_HIGH_PORT`` range when
+    ``set_port_range`` (or the environment) gave one."""
     if isinstance(port, bool):
         raise ValueError(f"invalid port {port!r}")
     if isinstance(port, int):
-        if port == 0 and env:
-            return int(env)
-        return port
-    if isinstance(port, Sequence) and not isinstance(port, str) and len(port) == 2:
+        wanted: int | tuple[int, int] = port
+    elif isinstance(port, Sequence) and not isinstance(port, str) and len(port) == 2:
         low, high = int(port[0]), int(port[1])
         if low > high:
             raise TypeError(f"port range {low}..{high}: low is above high")
-        return (low, high)
-    raise ValueError(f"port must be an int or a [low, high] pair, not {port!r}")
+        wanted = (low, high)
+    else:
+        raise ValueError(f"port must be an int or a [low, high] pair, not {port!r}")
+    env = os.environ.get("VINE_PORT")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise ValueError(f"VINE_PORT must be a port number, not {env!r}") from None
+    if wanted == 0:
+        return port_range_from_environment() or 0
+    return wanted
 
 
 def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
