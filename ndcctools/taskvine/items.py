@@ -166,16 +166,22 @@ class ItemReceiver:
     def _file_data(self, ev: object) -> bool:
         if not isinstance(ev, m.Data):
             raise UnsafeName("item stream ended inside a file")
-        self.write(ev.chunk)
-        return self._left == 0 and self._close_file()
-
-    def write(self, chunk: bytes) -> None:
-        """Write content bytes of the current file (also used by zero-copy receivers)."""
-        view = memoryview(chunk)
+        view = memoryview(ev.chunk)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        self._left -= len(chunk)
+        return self.advance(len(ev.chunk))
+
+    @property
+    def content_fd(self) -> int:
+        """The file being written (-1 between files), for zero-copy receivers."""
+        return self._fd
+
+    def advance(self, n: int) -> bool:
+        """Account for ``n`` content bytes written into ``content_fd``; True once the
+        top-level item is complete."""
+        self._left -= n
+        return self._left == 0 and self._close_file()
 
     def _close_file(self) -> bool:
         os.close(self._fd)

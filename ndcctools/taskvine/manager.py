@@ -21,7 +21,7 @@ from typing import Any
 from . import cvine
 from .core import cachenames
 from .core.debuglog import DebugLog
-from .core.engine import Engine, bind_listener
+from .core.engine import Engine
 from .core.hungry import hungry as compute_hungry
 from .core.runinfo import create_run_info
 from .core.status import ALIASES as STATUS_KINDS
@@ -33,6 +33,7 @@ from .file import File
 from .items import remove_tree
 from .resources import Resources
 from .task import Task
+from .transport import bind_listener
 from .utils import port_range_from_environment
 
 CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}
@@ -108,6 +109,7 @@ class Manager:
         self._info = create_run_info(run_info_path, run_info_template, staging_path)
         try:
             listener = bind_listener(wanted)
+            listener.setblocking(False)
         except OSError as e:
             raise Exception(f"Could not create manager on: port {wanted}, run-info path "
                             f"{self._info.runtime}, staging path {self._info.staging}: {e}") from e

@@ -1,12 +1,17 @@
-"""Sending on a non-blocking socket: the outbox shared by the manager and the worker.
+"""Moving bytes between sockets and files: the outbox shared by the manager and the worker,
+and the splicer that receives file contents.
 
 An ``Outbox`` holds ``bytes`` and ``FileSegment``s in order. ``flush(sock)`` sends as much as
 the socket takes without blocking; consecutive byte strings go out in one ``send``, and file
 contents go with ``os.sendfile`` straight from the page cache, never through Python.
+
+A ``Splicer`` moves received file contents from a socket into a file through a kernel pipe
+(``os.splice``), so large transfers never pass through Python either.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from collections import deque
@@ -83,3 +88,56 @@ class Outbox:
             os.close(self._file[0])
             self._file = None
         self._queue.clear()
+
+
+_F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+
+
+class Splicer:
+    """socket → pipe → file with ``os.splice``; one per receiving connection."""
+
+    __slots__ = ("_r", "_w", "size")
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        try:
+            self.size = fcntl.fcntl(self._w, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            self.size = 1 << 16  # the default pipe capacity
+        os.set_blocking(self._w, False)
+
+    def move(self, sock: socket.socket, fd: int, n: int) -> int:
+        """Move up to ``n`` bytes that the socket has ready into ``fd``; 0 means the peer
+        closed. Raises ``BlockingIOError`` if nothing is ready (non-blocking sockets)."""
+        got = os.splice(sock.fileno(), self._w, min(n, self.size))
+        left = got
+        while left:
+            left -= os.splice(self._r, fd, left)
+        return got
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def bind_listener(port: int | tuple[int, int], backlog: int = 256) -> socket.socket:
+    """A listening socket on all interfaces: on ``port`` (0 = any free port), or on the first
+    free port of ``(low, high)``."""
+    low, high = (port, port) if isinstance(port, int) else port
+    last: OSError | None = None
+    for candidate in range(low, high + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", candidate))
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        sock.listen(backlog)
+        return sock
+    raise OSError(f"no free port in {low}..{high}: {last}")

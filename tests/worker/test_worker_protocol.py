@@ -94,7 +94,7 @@ def test_hello_lines_in_order(fake):
     assert isinstance(hello[0], p.Hello) and hello[0].protocol == 13
     assert hello[1].key == "worker-id" and hello[1].value.startswith("worker-")
     assert len(hello[1].value) == len("worker-") + 32
-    assert hello[2] == p.Info("transfer_port_bind_failed", "1")
+    assert isinstance(hello[2], p.TransferPort) and hello[2].port > 0
     assert hello[3] == p.Info("worker-end-time", "0")
     assert hello[4] == p.Alive()
     assert hello[5] == p.Resources(cores=2, memory=1000, disk=1000, gpus=0, workers=1, tag=0)
@@ -263,11 +263,102 @@ def test_end_time_passed_while_running(fake):
     assert (done.result, done.exit_code) == (24, 9)
 
 
-def test_unsupported_sources_answer_cache_invalid(fake):
+def test_failed_url_answers_cache_invalid_and_forsakes_its_task(fake):
     fake.hello()
-    fake.send(p.PutUrl("http://127.0.0.1:1/x", "url-x", 1, 0, 0o755, "T1"))
+    fake.send(p.PutUrl("http://127.0.0.1:1/x", "url-x", 1, 0, 0o755, "T1"),
+              task(3, "cat x", infiles=(p.Mount("url-x", "x"),)))
     bad = fake.until(p.CacheInvalid)
-    assert (bad.cachename, bad.transfer_id) == ("url-x", "T1") and "not supported" in bad.text
+    assert (bad.cachename, bad.transfer_id) == ("url-x", "T1")
+    assert "http://127.0.0.1:1/x" in bad.text
+    assert isinstance(fake.next(), p.Alive)
+    assert isinstance(fake.next(), p.Resources)
+    done = fake.next()
+    assert (done.task_id, done.result) == (3, 40)
+
+
+def test_url_fetched_into_the_cache_before_its_task_runs(fake, tmp_path):
+    import functools
+    import http.server
+    import threading
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "page.txt").write_bytes(b"from http\n")
+    (tmp_path / "local.txt").write_bytes(b"from file\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        fake.hello()
+        url = f"http://127.0.0.1:{server.server_address[1]}/page.txt"
+        fake.send(p.PutUrl(url, "url-a", 1, 0, 0o644, "T1"),
+                  p.PutUrl(f"file://{tmp_path}/local.txt", "url-b", 1, 0, 0o755, "T2"),
+                  task(4, "cat a b", infiles=(p.Mount("url-a", "a"), p.Mount("url-b", "b"))))
+        updates = {u.transfer_id: u for u in (fake.until(p.CacheUpdate) for _ in range(2))}
+        assert (updates["T1"].cachename, updates["T1"].type, updates["T1"].size) == (
+            "url-a", 2, len(b"from http\n"))
+        assert (updates["T2"].cachename, updates["T2"].type) == ("url-b", 2)
+        done = fake.until(p.Complete)
+        assert (done.result, done.inline_stdout) == (0, b"from http\nfrom file\n")
+        assert (fake.workspace / "cache" / "url-b").stat().st_mode & 0o777 == 0o755
+    finally:
+        server.shutdown()
+
+
+def test_peer_fetch_through_the_transfer_server(fake):
+    port = fake.hello()[2].port
+    fake.send(p.Put("dir-a", 1, 3), p.DirItem("dir-a", 0o755, 1),
+              p.FileItem("f", 3, 0o600, 1), b"abc", p.SymlinkItem("l", "f"), p.End())
+    assert fake.until(p.CacheUpdate).cachename == "dir-a"
+    fake.send(p.PutUrl(f"workerip://127.0.0.1:{port}/dir-a", "dir-copy", 1, 0, 0o755, "T9"),
+              p.PutUrl(f"workerip://127.0.0.1:{port}/nothing", "no-copy", 1, 0, 0o755, "T8"))
+    got = {}
+    for _ in range(2):
+        ev = fake.until((p.CacheUpdate, p.CacheInvalid))
+        got[ev.transfer_id] = ev
+    assert isinstance(got["T9"], p.CacheUpdate) and got["T9"].size == 3 + 1
+    assert os.readlink(fake.workspace / "cache" / "dir-copy" / "l") == "f"
+    assert (fake.workspace / "cache" / "dir-copy" / "f").read_bytes() == b"abc"
+    assert isinstance(got["T8"], p.CacheInvalid) and "No such file" in got["T8"].text
+
+
+@pytest.mark.parametrize("request_line,errno", [
+    (b"get ..\n", 22), (b"get a%2Fb\n", 22), (b"get dir-a.meta\n", 22),
+    (b"get missing\n", 2)])
+def test_transfer_server_refuses_what_is_not_a_cache_entry(fake, request_line, errno):
+    port = fake.hello()[2].port
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+        s.sendall(request_line)
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    d = p.Decoder("transfer")
+    d.feed(reply)
+    assert d.next_event().errno == errno
+
+
+def test_forever_objects_survive_a_worker_restart(tmp_path):
+    first = FakeManager(tmp_path, "--single-shot")
+    try:
+        first.hello()
+        first.send(p.Put("file-forever", 3, 2), p.FileItem("file-forever", 2, 0o644, 1), b"ok",
+                   p.Put("file-workflow", 1, 2), p.FileItem("file-workflow", 2, 0o644, 1), b"no")
+        first.until(p.CacheUpdate)
+        first.until(p.CacheUpdate)
+        first.send(p.Release())
+        assert first.proc.wait(DEADLINE) == 0
+    finally:
+        first.close()
+    second = FakeManager(tmp_path, "--single-shot")
+    try:
+        hello = [second.next() for _ in range(3)]
+        assert hello[2] == p.CacheUpdate("file-forever", 0, 3, 2, hello[2].mtime,
+                                         hello[2].duration_us, hello[2].start_us, "X")
+        assert isinstance(second.next(), p.TransferPort)
+        second.send(task(1, "cat f", infiles=(p.Mount("file-forever", "f"),)))
+        assert second.until(p.Complete).inline_stdout == b"ok"
+        assert not (second.workspace / "cache" / "file-workflow").exists()
+    finally:
+        second.close()
 
 
 def test_kill_leaves_no_sandbox_behind(fake):

@@ -47,25 +47,6 @@ NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
               cvine.VINE_RESULT_RESOURCE_EXHAUSTION}
 
 
-def bind_listener(port: int | tuple[int, int]) -> socket.socket:
-    """Listen on ``port`` (0 = any free port) or the first free port of ``(low, high)``."""
-    low, high = (port, port) if isinstance(port, int) else port
-    last: OSError | None = None
-    for candidate in range(low, high + 1):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", candidate))
-        except OSError as e:
-            sock.close()
-            last = e
-            continue
-        sock.listen(256)
-        sock.setblocking(False)
-        return sock
-    raise OSError(f"no free port in {low}..{high}: {last}")
-
-
 class Engine:
     """Owns the listening socket, the connections, the task table and the worker table."""
 

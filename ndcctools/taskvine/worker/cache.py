@@ -1,16 +1,18 @@
 """The worker's cache: ``<workspace>/cache/<cachename>`` plus a ``.meta`` file each.
 
-The ``Cache`` is the one owner of that directory. Objects arrive three ways: received from
-the manager (``put``: written under ``transfer/`` then renamed in), produced by a task
-(moved in from its sandbox), or found at start-up (later issue). Every name is checked to be
-a single plain path component before it touches the disk.
+The ``Cache`` is the one owner of that directory. Objects arrive four ways: received from
+the manager (``put``: written under ``transfer/`` then renamed in), fetched from a URL or a
+peer (``puturl``), produced by a task (moved in from its sandbox), or found at start-up:
+objects of level ``forever`` with valid metadata are kept from an earlier worker process
+(everything else found there is deleted) and announced in every hello. Every name is
+checked to be a single plain path component before it touches the disk.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..items import check_component, remove_tree, tree_size
 from ..protocol import CacheUpdate
@@ -18,6 +20,8 @@ from ..protocol import CacheUpdate
 TYPE_PUT = 0
 TYPE_TRANSFERRED = 2
 TYPE_MINI_TASK = 5
+LEVEL_WORKER = 2
+LEVEL_FOREVER = 3
 
 
 @dataclass(slots=True)
@@ -26,6 +30,9 @@ class Entry:
     size: int
     mtime: int
     type: int
+    duration: int = 0
+    start_us: int = 0
+    source: str = field(default="manager")
 
 
 class Cache:
@@ -35,6 +42,7 @@ class Cache:
         for d in (self.dir, self.transfer_dir):
             os.makedirs(d, exist_ok=True)
         self.objects: dict[str, Entry] = {}
+        self._load()
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, check_component(name))
@@ -48,20 +56,29 @@ class Cache:
     def __contains__(self, name: str) -> bool:
         return name in self.objects
 
-    def add(self, name: str, source: str, level: int, kind: int, start_us: int,
-            transfer_id: str = "X") -> CacheUpdate:
-        """Move ``source`` into the cache as ``name``; returns the ``cache-update`` to send."""
+    def add(self, name: str, path: str, level: int, kind: int, start_us: int,
+            transfer_id: str = "X", source: str = "manager") -> CacheUpdate:
+        """Move ``path`` into the cache as ``name``; returns the ``cache-update`` to send."""
         dest = self.path(name)
         if name in self.objects or os.path.lexists(dest):
             self.remove(name)
-        os.rename(source, dest)
+        os.rename(path, dest)
         st = os.lstat(dest)
-        size = tree_size(dest)
-        mtime = int(st.st_mtime)
-        self.objects[name] = Entry(level, size, mtime, kind)
         duration = max(0, int(time.time() * 1e6) - start_us)
-        self._write_meta(name, st.st_mode, size, mtime, kind, level, duration, start_us)
-        return CacheUpdate(name, kind, level, size, mtime, duration, start_us, transfer_id)
+        entry = Entry(level, tree_size(dest), int(st.st_mtime), kind, duration, start_us, source)
+        self.objects[name] = entry
+        self._write_meta(name, st.st_mode, entry)
+        return self.update_for(name, transfer_id)
+
+    def update_for(self, name: str, transfer_id: str = "X") -> CacheUpdate:
+        """The ``cache-update`` announcing object ``name`` (which must be present)."""
+        e = self.objects[name]
+        return CacheUpdate(name, e.type, e.level, e.size, e.mtime, e.duration, e.start_us,
+                           transfer_id)
+
+    def announcements(self) -> list[CacheUpdate]:
+        """What a hello announces: every object kept from earlier sessions or processes."""
+        return [self.update_for(name) for name in self.objects]
 
     def remove(self, name: str) -> None:
         self.objects.pop(name, None)
@@ -74,9 +91,43 @@ class Cache:
         for name in [n for n, e in self.objects.items() if e.level <= max_level]:
             self.remove(name)
 
-    def _write_meta(self, name: str, mode: int, size: int, mtime: int, kind: int, level: int,
-                    duration: int, start_us: int) -> None:
+    def keep_only_forever(self) -> bool:
+        """At exit: delete all but ``forever`` objects; True if any object remains."""
+        self.clear(LEVEL_WORKER)
+        return bool(self.objects)
+
+    def _write_meta(self, name: str, mode: int, e: Entry) -> None:
         with open(self.path(name) + ".meta", "w") as f:
-            f.write(f"type {kind}\ncache_level {level}\nmode 0{mode:o}\nsize {size}\n"
-                    f"mtime {mtime}\ntransfer_time {duration}\ntransfer_start {start_us}\n"
-                    "source manager\n")
+            f.write(f"type {e.type}\ncache_level {e.level}\nmode 0{mode:o}\nsize {e.size}\n"
+                    f"mtime {e.mtime}\ntransfer_time {e.duration}\n"
+                    f"transfer_start {e.start_us}\nsource {e.source}\n")
+
+    def _load(self) -> None:
+        """Keep ``forever`` objects left by an earlier worker; delete everything else."""
+        for entry in os.listdir(self.dir):
+            if entry.endswith(".meta"):
+                continue
+            meta = _read_meta(os.path.join(self.dir, entry + ".meta"))
+            path = os.path.join(self.dir, entry)
+            try:
+                if meta is not None and int(meta["cache_level"]) >= LEVEL_FOREVER:
+                    self.objects[entry] = Entry(
+                        int(meta["cache_level"]), tree_size(path), int(meta["mtime"]),
+                        int(meta["type"]), int(meta.get("transfer_time", 0)),
+                        int(meta.get("transfer_start", 0)), meta.get("source", "manager"))
+                    continue
+            except (KeyError, ValueError, OSError):
+                pass
+            remove_tree(path)
+            remove_tree(path + ".meta")
+        for entry in os.listdir(self.dir):  # metadata without an object
+            if entry.endswith(".meta") and entry[:-5] not in self.objects:
+                remove_tree(os.path.join(self.dir, entry))
+
+
+def _read_meta(path: str) -> dict[str, str] | None:
+    try:
+        with open(path) as f:
+            return dict(line.rstrip("\n").partition(" ")[::2] for line in f if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -4,7 +4,8 @@ The worker connects to the first manager address that answers, serves it (``Sess
 until it is released, told to exit, or the connection is lost, then reconnects with
 exponential back-off (1 s doubling up to ``--max-backoff``). It exits when told to, after
 one session with ``--single-shot``, or after ``--timeout`` seconds without a manager.
-On exit the workspace is removed unless ``--keep-workspace``.
+On exit the workspace is removed unless ``--keep-workspace``, except for cache objects of
+level ``forever``, which the next worker started on the same workspace announces.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ import tempfile
 import time
 
 from .. import __version__
+from ..items import remove_tree
 from .cache import Cache
+from .fetcher import Fetcher
 from .log import WorkerLog
 from .resources import Ledger, detect
 from .session import Session, SessionConfig
+from .transfer_server import TransferServer, parse_port_spec
 
 UNSUPPORTED = {
     "manager_name": "-M/--manager-name (catalog lookup) arrives with a later issue",
@@ -54,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--parent-death", action="store_true", help="exit when the parent exits")
     ap.add_argument("--max-backoff", "-b", type=float, default=8)
     ap.add_argument("--wall-time", type=float, default=0)
-    ap.add_argument("--transfer-port", help="accepted; peer transfers arrive with issue 3")
+    ap.add_argument("--transfer-port", help="port (P or P1:P2) of the peer transfer server")
     ap.add_argument("--manager-name", "--master-name", "-M", "-N", dest="manager_name")
     ap.add_argument("--password", "-P")
     ap.add_argument("--ssl", action="store_true")
@@ -63,6 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, why in UNSUPPORTED.items():
         if getattr(args, name):
             ap.error(f"{why}; this worker cannot honour it yet")
+    try:
+        parse_port_spec(args.transfer_port)
+    except ValueError as e:
+        ap.error(str(e))
     if unknown:
         sys.stderr.write(f"vine_worker: ignoring unsupported options {' '.join(unknown)}\n")
     args.managers = managers(args.address, ap)
@@ -114,16 +122,31 @@ def main(argv: list[str] | None = None) -> int:
         end_time=int(time.time() + args.wall_time) if args.wall_time > 0 else 0)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"workspace {workspace}; offering {total}")
+    cache = Cache(workspace)
+    server = TransferServer(cache.dir, args.transfer_port, log)
+    config.transfer_port = server.port
     try:
-        serve(args, config, Cache(workspace), Ledger(total), log)
+        serve(args, config, cache, Fetcher(cache.transfer_dir), Ledger(total), log)
     finally:
+        server.close()
         if not args.keep_workspace:
-            shutil.rmtree(workspace, ignore_errors=True)
+            remove_workspace(workspace, cache)
     return 0
 
 
-def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, ledger: Ledger,
-          log: WorkerLog) -> None:
+def remove_workspace(workspace: str, cache: Cache) -> None:
+    """Remove the workspace, except the cache directory if ``forever`` objects are in it."""
+    if not cache.keep_only_forever():
+        shutil.rmtree(workspace, ignore_errors=True)
+        return
+    for entry in os.listdir(workspace):
+        path = os.path.join(workspace, entry)
+        if path != cache.dir:
+            remove_tree(path)
+
+
+def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher: Fetcher,
+          ledger: Ledger, log: WorkerLog) -> None:
     backoff = 1.0
     last_contact = time.monotonic()
     while True:
@@ -137,7 +160,7 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, ledger:
             backoff = min(backoff * 2, args.max_backoff)
             continue
         log(f"connected to {sock.getpeername()}")
-        outcome = Session(sock, config, cache, ledger, log).run()
+        outcome = Session(sock, config, cache, fetcher, ledger, log).run()
         last_contact = time.monotonic()
         backoff = 1.0
         if outcome == "exit" or args.single_shot:

@@ -35,8 +35,9 @@ from ..items import (
     remove_tree,
 )
 from ..resources import Resources
-from ..transport import Outbox
-from .cache import TYPE_PUT, Cache
+from ..transport import Outbox, Splicer
+from .cache import TYPE_PUT, TYPE_TRANSFERRED, Cache
+from .fetcher import Fetcher
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
 from .resources import Ledger
@@ -48,6 +49,7 @@ RESULT_FORSAKEN = 40
 RESULT_MAX_WALL_TIME = 56
 MOUNT_SYMLINK = 32
 MOUNT_MKDIR = 64
+FETCHES = "fetches"  # selector tag of the fetcher's wake-up pipe
 
 
 @dataclass
@@ -58,6 +60,7 @@ class SessionConfig:
     idle_timeout: float = 0
     parent_pid: int = 0
     end_time: int = 0
+    transfer_port: int = 0  # 0: no transfer server
 
 
 class TaskRun:
@@ -79,8 +82,8 @@ class TaskRun:
 
 
 class Session:
-    def __init__(self, sock: socket.socket, config: SessionConfig, cache: Cache, ledger: Ledger,
-                 log: WorkerLog):
+    def __init__(self, sock: socket.socket, config: SessionConfig, cache: Cache,
+                 fetcher: Fetcher, ledger: Ledger, log: WorkerLog):
         self.sock = sock
         self.config = config
         self.cache = cache
@@ -91,8 +94,11 @@ class Session:
         trace = (lambda line: log(f"rx: {line}")) if log.enabled else None
         self.decoder = p.Decoder("manager", trace=trace)
         self.outbox = Outbox()
+        self.splicer = Splicer()
+        self.fetcher = fetcher
         self.sel = selectors.DefaultSelector()
         self.sel.register(sock, selectors.EVENT_READ, None)
+        self.sel.register(self.fetcher.fileno(), selectors.EVENT_READ, FETCHES)
         self.want_write = False
         self.tasks: dict[int, TaskRun] = {}
         self.queue: deque[TaskRun] = deque()
@@ -115,6 +121,8 @@ class Session:
                 for key, _ in self.sel.select(self.next_timeout()):
                     if key.data is None:
                         self.on_readable()
+                    elif key.data is FETCHES:
+                        self.on_fetched()
                     else:
                         self.on_exit(key.data)
                 self.start_ready()
@@ -129,6 +137,9 @@ class Session:
         return self.ended
 
     def on_readable(self) -> None:
+        if self.receiving is not None and self.decoder.raw_left and not self.decoder.buffered:
+            self.splice_content()
+            return
         try:
             data = self.sock.recv(1 << 20)
         except (BlockingIOError, InterruptedError):
@@ -194,10 +205,14 @@ class Session:
                           platform.system() or "Linux", platform.machine() or "x86_64",
                           __version__))
         self.send(p.Info("worker-id", c.worker_id))
+        for update in self.cache.announcements():
+            self.send(update)
         for feature in c.features:
             self.send(p.Feature(feature))
-        # peer transfers arrive with issue 3: say so the way the protocol allows
-        self.send(p.Info("transfer_port_bind_failed", "1"))
+        if c.transfer_port:
+            self.send(p.TransferPort(c.transfer_port))
+        else:
+            self.send(p.Info("transfer_port_bind_failed", "1"))
         self.send(p.Info("worker-end-time", str(c.end_time)))
         self.send(p.Alive())
         self.send(self.resources())
@@ -237,6 +252,8 @@ class Session:
         for run in list(self.queue):
             if not self.ledger.fits(run.alloc):
                 continue
+            if any(m.cachename in self.fetcher for m in run.msg.body.infiles):
+                continue  # an input is still being downloaded
             self.queue.remove(run)
             missing = [m.cachename for m in run.msg.body.infiles if m.cachename not in self.cache]
             if missing:
@@ -384,6 +401,31 @@ class Session:
             receiver.abort()
             remove_tree(receiver.dest)
             raise UnsafeName(f"put {msg.cachename}: {e}") from e
+        self.put_done()
+
+    def splice_content(self) -> None:
+        """File content of a ``put``: socket → file in the kernel, until the socket is dry."""
+        msg, receiver, _ = self.receiving
+        for _ in range(64):
+            try:
+                n = self.splicer.move(self.sock, receiver.content_fd, self.decoder.raw_left)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.end("lost", f"receiving {msg.cachename}: {e}")
+                return
+            if n == 0:
+                self.end("lost", "manager closed the connection")
+                return
+            self.decoder.consume_raw(n)
+            if receiver.advance(n):
+                self.put_done()
+                return
+            if not self.decoder.raw_left:
+                return
+
+    def put_done(self) -> None:
+        msg, receiver, start_us = self.receiving
         self.receiving = None
         if receiver.error is not None:
             self.log(f"put {msg.cachename}: manager sent error {receiver.error}")
@@ -417,6 +459,41 @@ class Session:
             self.cache.remove(msg.cachename)
         except UnsafeName as e:
             self.log(f"unlink refused: {e}")
+            return
+        queued = self.fetcher.cancel(msg.cachename)
+        if queued is not None:
+            self.send(p.CacheInvalid(msg.cachename, "unlinked before it was fetched\n",
+                                     queued.transfer_id))
+
+    def on_puturl(self, msg: p.PutUrl) -> None:
+        if msg.cachename in self.cache:
+            self.send(self.cache.update_for(msg.cachename, msg.transfer_id))
+        elif msg.cachename not in self.fetcher:
+            self.fetcher.submit(msg)
+
+    def on_fetched(self) -> None:
+        for done in self.fetcher.collect():
+            msg = done.msg
+            if done.error is None:
+                try:
+                    self.send(self.cache.add(msg.cachename, done.path, msg.level,
+                                             TYPE_TRANSFERRED, done.start_us, msg.transfer_id,
+                                             source=msg.url))
+                    continue
+                except OSError as e:
+                    done.error = f"error storing {msg.url}: {e}\n"
+            self.log(f"fetch of {msg.cachename} failed: {done.error.strip()}")
+            self.send(p.CacheInvalid(msg.cachename, done.error, msg.transfer_id))
+            self.forsake_waiting_for(msg.cachename)
+
+    def forsake_waiting_for(self, cachename: str) -> None:
+        """Queued tasks that needed a cache object that could not be fetched are forsaken."""
+        for run in list(self.queue):
+            if any(m.cachename == cachename for m in run.msg.body.infiles):
+                self.queue.remove(run)
+                self.send(p.Alive())
+                self.send(self.resources())
+                self.finish(run, RESULT_FORSAKEN, 0)
 
     def on_unsupported(self, msg: Any) -> None:
         name = msg.cachename
@@ -444,6 +521,8 @@ class Session:
         self.pool.clear()
         self.sel.close()
         self.outbox.close()
+        self.splicer.close()
+        self.fetcher.abandon()
         try:
             self.sock.close()
         except OSError:
@@ -462,6 +541,6 @@ HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     p.Check: Session.on_check,
     p.Release: lambda s, m: s.end("released", "released by the manager"),
     p.Exit: lambda s, m: s.end("exit", "told to exit by the manager"),
-    p.PutUrl: Session.on_unsupported,
+    p.PutUrl: Session.on_puturl,
     p.MiniTaskMsg: Session.on_unsupported,
 }
