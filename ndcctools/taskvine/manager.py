@@ -312,13 +312,17 @@ class Manager:
                                    size=len(data or b""), data=data))
 
     def fetch_file(self, file: File) -> str | None:
-        """The contents of ``file`` as text (local files and buffers)."""
+        """The contents of ``file`` as text: read locally, or pulled back from a worker that
+        holds a replica (temps, URLs); ``None`` if no copy is available."""
         if not isinstance(file, File):
             raise TypeError("fetch_file() takes a File")
-        try:
-            return file.contents().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return None
+        if file._type in (cvine.VINE_FILE, cvine.VINE_BUFFER) or file._data is not None:
+            try:
+                return file.contents().decode("utf-8", "replace")
+            except (OSError, ValueError):
+                return None
+        data = self._engine.fetch(file)
+        return None if data is None else data.decode("utf-8", "replace")
 
     def undeclare_file(self, file: File) -> None:
         """Forget ``file``: remove it from workers' caches; with ``unlink_when_done``, delete
@@ -336,12 +340,40 @@ class Manager:
         raise NotImplementedError(f"{what} is not available yet: it arrives with issue {issue}")
 
     def declare_temp(self) -> File:
-        return self._pending("declare_temp", "3 (data plane)")
+        """A file that lives only on workers: output of one task, input of later ones."""
+        if not self._engine.peer_transfers:  # nothing could move it: go through here
+            path = os.path.join(self._info.staging, "temp", cachenames.random_name("temp"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return self.declare_file(path, cache=True, unlink_when_done=True)
+        return self._register(File(cvine.VINE_TEMP, "temp", cachenames.random_name("temp"),
+                                   cvine.VINE_CACHE_LEVEL_WORKFLOW, 0))
 
     def declare_url(self, url: str, cache: Any = False, peer_transfer: bool = True) -> File:
+        """A file the worker downloads itself (http, https, ftp, file)."""
         if not isinstance(url, str):
             raise TypeError("declare_url() takes the URL as a str")
-        return self._pending("declare_url", "3 (data plane)")
+        level = _cache_level(cache)
+        flags = 0 if peer_transfer else cvine.VINE_PEER_NOSHARE
+        return self._register(File(cvine.VINE_URL, url, cachenames.url_name(url, level), level,
+                                   flags))
+
+    def enable_peer_transfers(self) -> None:
+        self._engine.peer_transfers = True
+
+    def disable_peer_transfers(self) -> None:
+        """Workers stop copying files from each other; temps declared from now on are kept on
+        the manager instead."""
+        self._engine.peer_transfers = False
+
+    def prune_file(self, file: File) -> None:
+        """Delete the replicas of ``file`` from workers (where no task uses it) but keep the
+        declaration."""
+        if not isinstance(file, File):
+            raise TypeError("prune_file() takes a File")
+        self._engine.forget_file(file._cachename, undeclared=False)
+
+    def get_file_replica_count(self, file: File) -> int:
+        return self._engine.replicas.count(file._cachename)
 
     def declare_minitask(self, *args: Any, **kwargs: Any) -> File:
         return self._pending("declare_minitask", "3 (data plane)")

@@ -13,6 +13,8 @@ import random
 import stat
 import string
 import time
+import urllib.parse
+import urllib.request
 
 _LETTERS = string.ascii_lowercase
 
@@ -66,3 +68,34 @@ def buffer_name(data: bytes | None, level: int) -> str:
     if level >= 2 and data:
         return f"buffer-md5-{hashlib.md5(data).hexdigest()}"
     return random_name("buffer")
+
+
+def url_name(url: str, level: int) -> str:
+    """Cache name of a URL: from the server's metadata at level >= 2, random below."""
+    if level < 2:
+        return random_name("url")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        try:
+            return f"url-md5-content-{checksum(urllib.parse.unquote(parts.path))}"
+        except OSError:
+            return f"url-md5-url-{hashlib.md5(url.encode()).hexdigest()}"
+    headers: dict[str, str] = {}
+    try:
+        request = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            headers = {k: v for k, v in r.headers.items()}
+    except (OSError, ValueError):
+        pass
+    for key in ("Content-MD5", "content-md5"):
+        if headers.get(key):
+            return f"url-md5-content-{headers[key].split()[0]}"
+    for key in ("ETag", "etag"):
+        if headers.get(key):
+            text = f"{url}-{headers[key].split()[0]}"
+            return f"url-md5-et-{hashlib.md5(text.encode()).hexdigest()}"
+    for key in ("Last-Modified", "last-modified"):
+        if headers.get(key):
+            text = f"{url}-{headers[key].split()[0]}"
+            return f"url-md5-lm-{hashlib.md5(text.encode()).hexdigest()}"
+    return f"url-md5-url-{hashlib.md5(url.encode()).hexdigest()}"

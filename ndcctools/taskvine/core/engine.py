@@ -17,11 +17,13 @@ debug log, and its tasks go back to the queue; the other workers are not affecte
 
 from __future__ import annotations
 
+import copy
 import os
 import selectors
 import socket
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .. import cvine
@@ -31,8 +33,19 @@ from ..resources import Resources
 from ..results import result_string
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
+from .replicas import ReplicaIndex
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
-from .tasks import READY, RETRIEVED, RUNNING, STATE_NAMES, WAITING_RETRIEVAL, TaskRecord, TaskTable
+from .tasks import (
+    DONE,
+    READY,
+    RETRIEVED,
+    RUNNING,
+    STATE_NAMES,
+    WAITING_RETRIEVAL,
+    TaskRecord,
+    TaskTable,
+)
+from .transfers import Transfers, original_source
 from .workers import WorkerRecord
 
 if TYPE_CHECKING:
@@ -69,6 +82,11 @@ class Engine:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
         self._to_flush: set[Connection] = set()
+        self.replicas = ReplicaIndex()
+        self.transfers = Transfers()
+        self.peer_transfers = True
+        self.producers: dict[str, Task] = {}  # output cachename -> last task that makes it
+        self.recovering: dict[str, TaskRecord] = {}  # temp cachename -> its recovery task
         self._dirty = True
         self._next_timers = 0.0
         self._closed = False
@@ -76,6 +94,8 @@ class Engine:
     # ------------------------------------------------------------------ user operations
     def submit(self, task: Task) -> TaskRecord:
         rec = self.tasks.submit(task)
+        for mount in task._outputs:
+            self.producers[mount.file._cachename] = task
         rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
         self.counters["tasks_submitted"] += 1
         self._dirty = True
@@ -127,13 +147,39 @@ class Engine:
             self.tasks.finish(rec)
         return True  # WAITING_RETRIEVAL: finishes as cancelled once its outputs are in
 
-    def forget_file(self, cachename: str) -> None:
-        """Remove an undeclared file from the caches of workers where no task uses it."""
-        for w in self.workers.values():
+    def forget_file(self, cachename: str, undeclared: bool = True) -> None:
+        """Remove a file from the caches of workers where no task uses it (and, when it is
+        undeclared, forget how to re-create it)."""
+        for w in list(self.replicas.holders(cachename)) + list(self.workers.values()):
             if cachename in w.cache and not w.file_users.get(cachename):
-                w.cache_bytes -= w.cache.pop(cachename) or 0
+                self._drop_replica(w, cachename)
                 self._send(w, p.Unlink(cachename))
+        if undeclared:
+            self.producers.pop(cachename, None)
+            self.recovering.pop(cachename, None)
         self._flush()
+
+    def _drop_replica(self, w: WorkerRecord, cachename: str) -> None:
+        w.cache_bytes -= w.cache.pop(cachename, 0) or 0
+        self.replicas.drop(cachename, w)
+
+    def fetch(self, file: File, timeout: float = 60.0) -> bytes | None:
+        """Bring the contents of a file that lives only on workers back into ``file._data``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            holders = [w for w in self.replicas.holders(file._cachename) if not w.conn.closed]
+            if not holders:
+                return None
+            w = holders[0]
+            outcome: list[bool] = []
+            probe = SimpleNamespace(output_missing=False)
+            w.conn.replies.append(BufferReply(probe, file, lambda _r, ok, o=outcome: o.append(ok)))
+            self._send(w, p.GetFile(file._cachename))
+            while not outcome and time.monotonic() < deadline:
+                self._cycle(min(0.1, max(0.0, deadline - time.monotonic())))
+            if outcome and outcome[0]:
+                return None if probe.output_missing else file._data
+        return None
 
     def shutdown_workers(self, n: int) -> int:
         """Tell ``n`` workers (0 = all), idle ones first, to exit."""
@@ -260,17 +306,24 @@ class Engine:
         depth = int(self.tuning.attempt_schedule_depth)
         now_us = self.clock() * 1e6
         policy = self.tuning.policy
-        expired = []
+        expired: list[tuple[TaskRecord, int]] = []
+        to_recover: list[str] = []
         for rec in self.tasks.ready_in_order():
             depth -= 1
             if depth < 0:
                 break
             task = rec.task
             if task._time_end and now_us >= task._time_end:
-                expired.append(rec)
+                expired.append((rec, cvine.VINE_RESULT_MAX_END_TIME))
                 continue
             if task._time_start and now_us < task._time_start:
                 continue
+            if task._inputs:
+                missing = self._inputs_pending(task, to_recover)
+                if missing is not None:
+                    if missing:
+                        expired.append((rec, cvine.VINE_RESULT_INPUT_MISSING))
+                    continue
             choice = self._choose_worker(rec, candidates, policy, mult)
             if choice is None:
                 continue
@@ -281,9 +334,98 @@ class Engine:
                 candidates.remove(w)
                 if not candidates:
                     break
-        for rec in expired:
-            self.tasks.finish(rec, cvine.VINE_RESULT_MAX_END_TIME)
+        for rec, result in expired:
+            self.tasks.finish(rec, result)
+        for name in to_recover:
+            self._recover(name)
         return dispatched
+
+    def _inputs_pending(self, task: Task, to_recover: list[str]) -> bool | None:
+        """None if every input can be had; False if one must be waited for (a local file or a
+        temp that a task in flight will produce, a temp being recovered or queued for
+        recovery into ``to_recover``); True if a temp is lost for good (its recovery task
+        failed)."""
+        verdict = None
+        for mount in task._inputs:
+            f = mount.file
+            if f._type == cvine.VINE_FILE:
+                if not os.path.exists(f._source) and \
+                        _in_flight(getattr(self.producers.get(f._cachename), "_record", None)):
+                    verdict = False
+                continue
+            if f._type != cvine.VINE_TEMP:
+                continue
+            name = f._cachename
+            if self.replicas.count(name):
+                continue
+            verdict = False
+            producer = self.producers.get(name)
+            if producer is None or _in_flight(producer._record):
+                continue  # not submitted yet, or still running: its output will come
+            rec = self.recovering.get(name)
+            if rec is not None and rec.state != DONE:
+                continue
+            if rec is not None and not (rec.result == cvine.VINE_RESULT_SUCCESS
+                                        and rec.exit_code == 0):
+                self.debug.write("vine", f"temp file {name} is lost: its recovery task "
+                                 f"{rec.task_id} failed")
+                return True
+            if name not in to_recover:
+                to_recover.append(name)
+        return verdict
+
+    def _recover(self, name: str) -> None:
+        """Re-run (hidden) the task that produced temp file ``name``."""
+        producer = self.producers.get(name)
+        if producer is None or _in_flight(producer._record) or not _temp_output(producer, name):
+            return
+        running = self.recovering.get(name)
+        if running is not None and running.state != DONE:
+            return
+        clone = _recovery_copy(producer)
+        rec = self.tasks.submit(clone)
+        rec.recovery = True
+        clone._record = rec
+        for mount in clone._outputs:
+            if mount.file._type == cvine.VINE_TEMP:
+                self.recovering[mount.file._cachename] = rec
+        self.counters["tasks_recovery"] += 1
+        self.counters["tasks_submitted"] += 1
+        self.debug.write("vine", f"temp file {name} has no replica left: recovery task "
+                         f"{rec.task_id} re-runs the task that produced it")
+        self._dirty = True
+
+    def _shareable(self, f: File) -> bool:
+        """Whether workers may copy ``f`` from each other."""
+        return self.peer_transfers and f._level > 0 and not f._flags & cvine.VINE_PEER_NOSHARE
+
+    def _peer_source(self, f: File, dest: WorkerRecord) -> WorkerRecord | None:
+        """The least busy worker with a ready replica that may serve ``dest`` now."""
+        if not self._shareable(f):
+            return None
+        limit = self.tuning.worker_source_max_transfers
+        best, best_load = None, limit
+        for w in self.replicas.holders(f._cachename):
+            if w is dest or not w.transfer_port or w.conn.closed:
+                continue
+            load = self.transfers.count_from(w)
+            if load < best_load and self.transfers.usable_source(w):
+                best, best_load = w, load
+        return best
+
+    def _can_deliver(self, task: Task, w: WorkerRecord) -> bool:
+        """Every input of ``task`` is on ``w`` or can be sent there now."""
+        for mount in task._inputs:
+            f = mount.file
+            name = f._cachename
+            if name in w.cache or self._peer_source(f, w) is not None:
+                continue
+            if f._type == cvine.VINE_TEMP:
+                return False
+            if self._shareable(f) and self.transfers.count_from(original_source(name)) >= \
+                    self.tuning.file_source_max_transfers:
+                return False  # wait: one copy from the source, then copies between peers
+        return True
 
     def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
@@ -296,6 +438,8 @@ class Engine:
             if task._features and not w.features.issuperset(task._features):
                 continue
             if not can_ever_fit(request, w.total):
+                continue
+            if task._inputs and not self._can_deliver(task, w):
                 continue
             if task._time_end and w.end_time > 0 and w.end_time * 1e6 < task._time_end:
                 pass  # the worker leaves before the deadline; upstream still sends it
@@ -346,6 +490,21 @@ class Engine:
         w.file_users[name] = w.file_users.get(name, 0) + 1
         if name in w.cache:
             return
+        source = self._peer_source(file, w)
+        if source is not None:
+            tid = self.transfers.start(source, w, name)
+            url = f"workerip://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"
+            self._send(w, p.PutUrl(url, name, file._level, len(file), file._mode or 0o755, tid))
+            w.cache[name] = 0
+            return
+        if file._type == cvine.VINE_TEMP:
+            return  # unreachable: _can_deliver said a peer has it
+        if file._type == cvine.VINE_URL:
+            tid = self.transfers.start(original_source(name), w, name)
+            self._send(w, p.PutUrl(file._source, name, file._level, 0, file._mode or 0o755, tid))
+            w.cache[name] = 0
+            return
+        self.transfers.start(original_source(name), w, name)
         start = time.monotonic()
         if file._type == cvine.VINE_BUFFER:
             data = file._data or b""
@@ -397,6 +556,8 @@ class Engine:
                                       self._reply_done))
         if result not in NO_OUTPUTS:
             for mount in rec.task._outputs:
+                if mount.file._type == cvine.VINE_TEMP and mount.file._cachename not in w.cache:
+                    rec.output_missing = True
                 self._fetch_output(w, rec, mount.file)
         if rec.pending_replies == 0:
             self._finalize(rec, w)
@@ -470,8 +631,7 @@ class Engine:
                 continue
             w.file_users.pop(name, None)
             if file._level == cvine.VINE_CACHE_LEVEL_TASK:
-                size = w.cache.pop(name, 0)
-                w.cache_bytes -= size if size else 0
+                self._drop_replica(w, name)
                 self._send(w, p.Unlink(name))
 
     # ------------------------------------------------------------------ worker messages
@@ -514,15 +674,48 @@ class Engine:
             self._dirty = True
 
     def _on_cache_update(self, w: WorkerRecord, msg: p.CacheUpdate) -> None:
-        old = w.cache.get(msg.cachename, 0)
-        w.cache[msg.cachename] = msg.size
+        name = msg.cachename
+        old = w.cache.get(name, 0)
+        w.cache[name] = msg.size
         w.cache_bytes += msg.size - old
-        self.txn.cache_update(w.worker_id, msg.cachename, msg.size, msg.duration_us, msg.start_us)
+        self.replicas.add(name, w)
+        self.transfers.finish(w, name, msg.transfer_id)
+        self.txn.cache_update(w.worker_id, name, msg.size, msg.duration_us, msg.start_us)
+        self._dirty = True
+        if name in self.producers:
+            self._replicate(name)
+
+    def _replicate(self, name: str) -> None:
+        """Keep ``temp-replica-count`` ready replicas of a temp file."""
+        wanted = int(self.tuning.temp_replica_count) - self.replicas.count(name)
+        file = _temp_output(self.producers[name], name)
+        if wanted <= 0 or file is None:
+            return
+        for w in self.workers.values():
+            if wanted <= 0:
+                break
+            if w.ready and name not in w.cache and w.transfer_port:
+                source = self._peer_source(file, w)
+                if source is None:
+                    return
+                tid = self.transfers.start(source, w, name)
+                url = (f"workerip://{source.addrport.rpartition(':')[0]}:"
+                       f"{source.transfer_port}/{name}")
+                self._send(w, p.PutUrl(url, name, file._level, len(file), 0o755, tid, now=True))
+                w.cache[name] = 0
+                wanted -= 1
 
     def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
-        w.cache_bytes -= w.cache.pop(msg.cachename, 0)
+        self._drop_replica(w, msg.cachename)
+        t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
+        if t is not None and isinstance(t.source, WorkerRecord):
+            self.transfers.source_failed(t.source, self.tuning.transient_error_interval)
+            self.debug.write("vine", f"transfer of {msg.cachename} from {t.source.label()} "
+                             f"failed: not using it as a source for "
+                             f"{self.tuning.transient_error_interval:.0f}s")
         self.debug.write("vine", f"{w.label()}: cache object {msg.cachename} invalid: "
                          f"{msg.text.strip()}")
+        self._dirty = True
 
     def _on_feature(self, w: WorkerRecord, msg: p.Feature) -> None:
         w.features.add(msg.name)
@@ -577,6 +770,11 @@ class Engine:
             self.tasks.make_ready(rec)
         while conn.replies:
             conn.replies.popleft().on_lost()
+        self.transfers.drop_worker(w)
+        lost = self.replicas.drop_worker(w, list(w.cache))
+        if self.tuning.immediate_recovery:
+            for name in lost:
+                self._recover(name)
         self.counters["workers_removed"] += 1
         if reason == "FAILURE":
             self.counters["workers_lost"] += 1
@@ -651,7 +849,8 @@ class Engine:
 
 
 COUNTERS = (
-    "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed", "tasks_successful",
+    "tasks_recovery", "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed",
+    "tasks_successful",
     "tasks_cancelled", "tasks_exhausted_attempts", "workers_joined", "workers_removed",
     "workers_released", "workers_idled_out", "workers_lost", "bytes_sent", "bytes_received",
 )
@@ -660,6 +859,27 @@ COUNTERS = (
 def _has_room(w: WorkerRecord, mult: float) -> bool:
     free = w.free(mult)
     return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
+
+
+def _in_flight(rec: TaskRecord | None) -> bool:
+    return rec is not None and rec.state in (READY, RUNNING, WAITING_RETRIEVAL)
+
+
+def _temp_output(task: Task, name: str) -> File | None:
+    """The temp file ``name`` among the outputs of ``task``."""
+    for mount in task._outputs:
+        if mount.file._cachename == name and mount.file._type == cvine.VINE_TEMP:
+            return mount.file
+    return None
+
+
+def _recovery_copy(task: Task) -> Task:
+    """A copy of ``task`` to submit again as a recovery task."""
+    clone = copy.copy(task)
+    clone._inputs, clone._outputs = list(task._inputs), list(task._outputs)
+    clone._env, clone._features = dict(task._env), list(task._features)
+    clone._record = None
+    return clone
 
 
 def _missing_inputs(task: Task) -> str | None:

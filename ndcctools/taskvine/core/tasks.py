@@ -47,7 +47,7 @@ class TaskRecord:
     __slots__ = ("task", "task_id", "state", "result", "exit_code", "stdout", "hostname",
                  "addrport", "allocation", "worker", "time_worker_start", "time_worker_end",
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
-                 "cancelled", "output_missing", "stdout_length")
+                 "cancelled", "output_missing", "stdout_length", "recovery")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -70,6 +70,7 @@ class TaskRecord:
         self.cancelled = False
         self.output_missing = False
         self.stdout_length = 0
+        self.recovery = False  # a hidden re-run that re-creates lost temp files
 
     @property
     def state_name(self) -> str:
@@ -123,7 +124,10 @@ class TaskTable:
         if rec.cancelled:
             rec.result = cvine.VINE_RESULT_CANCELLED
         self.move(rec, RETRIEVED)
-        self.returnable.append(rec)
+        if rec.recovery:  # never returned by wait(): it leaves the table at once
+            self.hand_back(rec)
+        else:
+            self.returnable.append(rec)
 
     def hand_back(self, rec: TaskRecord) -> None:
         """``wait()`` returns the task to the user: it leaves the table."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import shutil
 import socket
 import threading
@@ -164,7 +165,13 @@ def receive_item(sock: socket.socket, dest: str, peer: str) -> None:
     try:
         while True:
             if decoder.raw_left and not decoder.buffered:
-                n = splicer.move(sock, receiver.content_fd, decoder.raw_left)
+                try:
+                    n = splicer.move(sock, receiver.content_fd, decoder.raw_left)
+                except BlockingIOError:  # a socket with a timeout is non-blocking underneath
+                    if not select.select([sock], [], [], sock.gettimeout())[0]:
+                        raise TimeoutError(f"{peer} sent nothing for {sock.gettimeout()}s") \
+                            from None
+                    continue
                 if n == 0:
                     raise OSError(f"{peer} closed the connection in the middle of a file")
                 decoder.consume_raw(n)

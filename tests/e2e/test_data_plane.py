@@ -1,0 +1,173 @@
+"""Data plane end to end: temp files between workers, peer copies, recovery, URLs, forever."""
+
+import functools
+import http.server
+import os
+import signal
+import threading
+
+import pytest
+
+import ndcctools.taskvine as vine
+from tests.conftest import wait_connected, wait_tasks
+
+
+def transactions(m):
+    m.wait(0)  # the manager flushes its logs before it idles
+    with open(os.path.join(m.logging_directory, "transactions")) as f:
+        return [line.split() for line in f if not line.startswith("#")]
+
+
+def manager_sent(m, cachename):
+    """Bytes of ``cachename`` the manager itself sent to workers (TRANSFER INPUT records)."""
+    return [r for r in transactions(m) if r[2:3] == ["WORKER"] and r[4:7] == [
+        "TRANSFER", "INPUT", cachename]]
+
+
+def cache_updates(m, cachename):
+    return {r[3] for r in transactions(m) if r[4:6] == ["CACHE_UPDATE", cachename]}
+
+
+def pinned(cmd, feature):
+    t = vine.Task(cmd)
+    t.set_cores(1)
+    t.add_feature(feature)
+    return t
+
+
+def start_featured(workers, m, names, **kw):
+    procs = {name: workers.start(m, extra=("--feature", name), **kw) for name in names}
+    wait_connected(m, len(names))
+    return procs
+
+
+def test_temp_chain_moves_between_workers_without_the_manager(manager, workers):
+    m = manager
+    start_featured(workers, m, ["A", "B", "C"])
+    t1, t2 = m.declare_temp(), m.declare_temp()
+    a = pinned("seq 1 1000 > out", "A")
+    a.add_output(t1, "out")
+    b = pinned("awk '{s+=$1} END {print s}' in > out", "B")
+    b.add_input(t1, "in")
+    b.add_output(t2, "out")
+    out = m.declare_buffer()
+    c = pinned("cat in; cat in > final", "C")
+    c.add_input(t2, "in")
+    c.add_output(out, "final")
+    for t in (a, b, c):
+        m.submit(t)
+    done = {t.id: t for t in wait_tasks(m, 3)}
+    assert all(t.successful() for t in done.values()), [t.result for t in done.values()]
+    assert out.contents() == b"500500\n"
+    for temp in (t1, t2):
+        assert manager_sent(m, temp.cachename) == []
+        assert len(cache_updates(m, temp.cachename)) == 2  # producer, then the peer copy
+    assert m.fetch_file(t2) == "500500\n"
+    assert m.get_file_replica_count(t1) == 2
+
+
+def test_cached_file_is_sent_once_then_copied_between_workers(manager, workers, tmp_path):
+    m = manager
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"x" * 100_000)
+    start_featured(workers, m, ["A", "B", "C"], cores=1)
+    f = m.declare_file(str(data), cache=True)
+    for i in range(20):
+        t = pinned("wc -c < data", "ABC"[i % 3])
+        t.add_input(f, "data")
+        m.submit(t)
+    done = wait_tasks(m, 20)
+    assert all(t.successful() and t.std_output.strip() == "100000" for t in done)
+    assert len(manager_sent(m, f.cachename)) == 1
+    assert len(cache_updates(m, f.cachename)) == 3
+
+
+def test_losing_the_only_replica_of_a_temp_recovers_it(manager, workers):
+    m = manager
+    procs = start_featured(workers, m, ["A", "B"])
+    temp = m.declare_temp()
+    a = vine.Task("echo recovered > out")
+    a.set_cores(1)
+    a.add_output(temp, "out")
+    m.submit(a)
+    (first,) = wait_tasks(m, 1)
+    assert first.successful()
+    holder_proc = next(p for p in procs.values() if _holds(p, temp.cachename))
+    os.killpg(holder_proc.pid, signal.SIGKILL)
+    holder_proc.wait(10)
+    survivor = "B" if holder_proc is procs["A"] else "A"
+    b = pinned("cat in", survivor)
+    b.add_input(temp, "in")
+    m.submit(b)
+    (second,) = wait_tasks(m, 1, timeout=60)
+    assert second.successful() and second.std_output == "recovered\n"
+    assert second.id == b.id
+    assert m.stats.tasks_recovery == 1
+
+
+def _holds(proc, cachename):
+    return os.path.exists(os.path.join(proc.workspace, "cache", cachename))
+
+
+def test_url_inputs_are_fetched_by_the_worker(manager, workers, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "page.txt").write_bytes(b"served over http\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        m = manager
+        workers.start(m)
+        url = m.declare_url(f"http://127.0.0.1:{server.server_address[1]}/page.txt", cache=True)
+        missing = m.declare_url(f"http://127.0.0.1:{server.server_address[1]}/nothing")
+        t = vine.Task("cat page")
+        t.add_input(url, "page")
+        bad = vine.Task("cat page")
+        bad.add_input(missing, "page")
+        bad.set_max_forsaken(1)
+        m.submit(t)
+        m.submit(bad)
+        done = {x.id: x for x in wait_tasks(m, 2)}
+        assert done[t.id].std_output == "served over http\n"
+        assert done[bad.id].result == "forsaken"
+        assert manager_sent(m, url.cachename) == []
+    finally:
+        server.shutdown()
+
+
+def test_forever_file_survives_a_worker_restart(tmp_path, workers):
+    data = tmp_path / "model.bin"
+    data.write_bytes(b"weights")
+    workspace = tmp_path / "shared-workspace"
+    for round_ in range(2):
+        with vine.Manager(port=0, run_info_path=str(tmp_path / f"ri{round_}")) as m:
+            workers.start(m, extra=("--workspace", str(workspace)))
+            f = m.declare_file(str(data), cache="forever")
+            t = vine.Task("cat model")
+            t.add_input(f, "model")
+            m.submit(t)
+            (done,) = wait_tasks(m, 1)
+            assert done.std_output == "weights"
+            sent = manager_sent(m, f.cachename)
+            assert len(sent) == (1 if round_ == 0 else 0)
+        workers.procs[-1].wait(20)
+    assert (workspace / "cache" / f.cachename).exists()
+
+
+@pytest.mark.parametrize("peer_transfers", [True, False])
+def test_peer_transfers_can_be_disabled(manager, workers, peer_transfers):
+    m = manager
+    if not peer_transfers:
+        m.disable_peer_transfers()
+    start_featured(workers, m, ["A", "B"])
+    temp = m.declare_temp()
+    a = pinned("echo moved > out", "A")
+    a.add_output(temp, "out")
+    b = pinned("cat in", "B")
+    b.add_input(temp, "in")
+    m.submit(a)
+    m.submit(b)
+    done = {t.id: t for t in wait_tasks(m, 2)}
+    assert done[b.id].std_output == "moved\n"
+    assert bool(manager_sent(m, temp.cachename)) is not peer_transfers
