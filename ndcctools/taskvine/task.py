@@ -163,12 +163,16 @@ class Task:
     def add_output(self, file: File, remote_name: str, watch: bool = False,
                    failure_only: bool | None = None, success_only: bool | None = None) -> None:
         """Bring ``remote_name`` back from the sandbox into ``file`` after the command."""
-        if watch or failure_only or success_only:
-            raise NotImplementedError("watch/failure_only/success_only outputs arrive with "
-                                      "issue 3 (data plane)")
+        if watch:
+            raise NotImplementedError("watched outputs are not available yet (issue 3)")
+        if failure_only and success_only:
+            raise ValueError(f"output {remote_name}: failure_only and success_only exclude "
+                             "each other")
         if _check_file(file).type() not in (cvine.VINE_FILE, cvine.VINE_BUFFER, cvine.VINE_TEMP):
             raise ValueError(f"invalid output file description for {remote_name}")
-        self._outputs.append(Mounting(file, _check_remote_name(remote_name), 0))
+        flags = (cvine.VINE_FAILURE_ONLY if failure_only else 0) | (
+            cvine.VINE_SUCCESS_ONLY if success_only else 0)
+        self._outputs.append(Mounting(file, _check_remote_name(remote_name), flags))
 
     def add_execution_context(self, file: File) -> None:
         raise NotImplementedError("execution contexts arrive with issue 4 (Python on workers)")

@@ -4,6 +4,7 @@ import functools
 import http.server
 import os
 import signal
+import socket
 import threading
 
 import pytest
@@ -171,3 +172,47 @@ def test_peer_transfers_can_be_disabled(manager, workers, peer_transfers):
     done = {t.id: t for t in wait_tasks(m, 2)}
     assert done[b.id].std_output == "moved\n"
     assert bool(manager_sent(m, temp.cachename)) is not peer_transfers
+
+
+def test_failure_only_and_success_only_outputs(manager, workers, tmp_path):
+    m = manager
+    workers.start(m)
+    results = {}
+    for code in (0, 3):
+        ok, bad = tmp_path / f"ok{code}", tmp_path / f"bad{code}"
+        t = vine.Task(f"echo out > ok; echo out > bad; exit {code}")
+        t.add_output(m.declare_file(str(ok)), "ok", success_only=True)
+        t.add_output(m.declare_file(str(bad)), "bad", failure_only=True)
+        m.submit(t)
+        results[code] = (ok, bad)
+    wait_tasks(m, 2)
+    assert [p.exists() for p in results[0]] == [True, False]
+    assert [p.exists() for p in results[3]] == [False, True]
+    with pytest.raises(ValueError, match="exclude"):
+        vine.Task("x").add_output(m.declare_buffer(), "x", failure_only=True, success_only=True)
+
+
+def test_a_source_that_refuses_connections_is_routed_around(manager, workers, tmp_path):
+    from tests.e2e.test_faults_and_api import FakeWorker
+    m = manager
+    data = tmp_path / "data.txt"
+    data.write_bytes(b"the real bytes\n")
+    f = m.declare_file(str(data), cache=True)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connections are refused
+    fake = FakeWorker(m.port)
+    fake.send(b"taskvine 13 fakehost Linux x86_64 8.0.0\ninfo worker-id worker-fake\n"
+              + f"cache-update {f.cachename} 0 1 15 0 0 0 X\n".encode()
+              + f"transfer-port {dead_port}\n".encode())
+    fake.pump(m, lambda: m.get_file_replica_count(f) == 1)
+    workers.start(m)
+    t = vine.Task("cat data")
+    t.add_input(f, "data")
+    m.submit(t)
+    (done,) = wait_tasks(m, 1)
+    assert done.successful() and done.std_output == "the real bytes\n"
+    assert len(manager_sent(m, f.cachename)) == 1  # the fallback, after the peer failed
+    with open(os.path.join(m.logging_directory, "debug")) as log:
+        assert "not using it as a source" in log.read()

@@ -555,7 +555,11 @@ class Engine:
                           StdoutReply(rec, int(self.tuning.max_task_stdout_storage),
                                       self._reply_done))
         if result not in NO_OUTPUTS:
+            succeeded = result == cvine.VINE_RESULT_SUCCESS and msg.exit_code == 0
+            skip = cvine.VINE_SUCCESS_ONLY if not succeeded else cvine.VINE_FAILURE_ONLY
             for mount in rec.task._outputs:
+                if mount.flags & skip:
+                    continue
                 if mount.file._type == cvine.VINE_TEMP and mount.file._cachename not in w.cache:
                     rec.output_missing = True
                 self._fetch_output(w, rec, mount.file)
