@@ -19,7 +19,7 @@ class File:
     """A declared file, buffer, URL or temporary."""
 
     __slots__ = ("_type", "_source", "_cachename", "_level", "_flags", "_mode", "_size",
-                 "_data", "_manager", "__weakref__")
+                 "_data", "_manager", "_minitask", "__weakref__")
 
     def __init__(self, file_type: int, source: str, cachename: str, level: int, flags: int,
                  size: int = 0, data: bytes | None = None, mode: int = 0):
@@ -32,6 +32,7 @@ class File:
         self._size = size
         self._data = data
         self._manager = None
+        self._minitask: Any = None  # the Task that builds a mini-task file on the worker
 
     def source(self) -> str:
         """The local path of a file; ``"buffer"``, ``"temp"`` or the URL for the others."""

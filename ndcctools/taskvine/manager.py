@@ -375,11 +375,33 @@ class Manager:
     def get_file_replica_count(self, file: File) -> int:
         return self._engine.replicas.count(file._cachename)
 
-    def declare_minitask(self, *args: Any, **kwargs: Any) -> File:
-        return self._pending("declare_minitask", "3 (data plane)")
+    def declare_minitask(self, task: Task, source: str, cache: Any = False,
+                         peer_transfer: bool = True) -> File:
+        """A file built on the worker that needs it, by running ``task`` (never submitted
+        itself) and taking ``source`` from its sandbox."""
+        if not isinstance(task, Task):
+            raise TypeError("declare_minitask() takes a Task")
+        if not isinstance(source, str) or not source:
+            raise TypeError("declare_minitask() takes the output name as a str")
+        level = _cache_level(cache)
+        task._manager = self
+        name = cachenames.minitask_name(
+            task._command, [(m.remote_name, m.file._cachename) for m in task._inputs],
+            [m.remote_name for m in task._outputs],
+            [f"{k}={v}" for k, v in task._env.items() if v is not None], source, level)
+        file = File(cvine.VINE_MINI_TASK, source, name, level, cvine.VINE_PEER_NOSHARE,
+                    mode=0o755)
+        file._minitask = task
+        return self._register(file)
 
-    def declare_untar(self, *args: Any, **kwargs: Any) -> File:
-        return self._pending("declare_untar", "3 (data plane)")
+    def declare_untar(self, tarball: File, cache: Any = False,
+                      peer_transfer: bool = True) -> File:
+        """A directory unpacked on the worker from ``tarball`` (any compression tar knows)."""
+        if not isinstance(tarball, File):
+            raise TypeError("declare_untar() takes the tarball as a File")
+        t = Task("mkdir output && tar xf input.tar -C output")
+        t.add_input(tarball, "input.tar")
+        return self.declare_minitask(t, "output", cache, peer_transfer)
 
     def declare_poncho(self, *args: Any, **kwargs: Any) -> File:
         return self._pending("declare_poncho", "3 (data plane)")

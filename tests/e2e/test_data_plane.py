@@ -216,3 +216,36 @@ def test_a_source_that_refuses_connections_is_routed_around(manager, workers, tm
     assert len(manager_sent(m, f.cachename)) == 1  # the fallback, after the peer failed
     with open(os.path.join(m.logging_directory, "debug")) as log:
         assert "not using it as a source" in log.read()
+
+
+def test_untar_and_minitask_inputs_are_built_on_the_worker(manager, workers, tmp_path):
+    import tarfile
+    m = manager
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "hello.txt").write_text("unpacked\n")
+    tarball = tmp_path / "pkg.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(src, arcname="pkg")
+    workers.start(m)
+    untarred = m.declare_untar(m.declare_file(str(tarball), cache=True), cache=True)
+    recipe = vine.Task("echo built by a mini task > made.txt")
+    made = m.declare_minitask(recipe, "made.txt", cache=True)
+    broken = m.declare_minitask(vine.Task("exit 1"), "nothing")
+    tasks = []
+    for _ in range(2):
+        t = vine.Task("cat tree/pkg/hello.txt extra.txt")
+        t.add_input(untarred, "tree")
+        t.add_input(made, "extra.txt")
+        m.submit(t)
+        tasks.append(t)
+    bad = vine.Task("cat nothing")
+    bad.add_input(broken, "nothing")
+    bad.set_max_forsaken(0)
+    m.submit(bad)
+    done = {t.id: t for t in wait_tasks(m, 3)}
+    for t in tasks:
+        assert done[t.id].std_output == "unpacked\nbuilt by a mini task\n"
+    assert done[bad.id].result == "forsaken"
+    assert m.fetch_file(made) == "built by a mini task\n"
+    assert len(cache_updates(m, made.cachename)) == 1  # built once, then reused

@@ -99,3 +99,15 @@ def url_name(url: str, level: int) -> str:
             text = f"{url}-{headers[key].split()[0]}"
             return f"url-md5-lm-{hashlib.md5(text.encode()).hexdigest()}"
     return f"url-md5-url-{hashlib.md5(url.encode()).hexdigest()}"
+
+
+def minitask_name(command: str, inputs: list[tuple[str, str]], outputs: list[str],
+                  env: list[str], source: str, level: int) -> str:
+    """Cache name of a mini-task product: from its definition at level >= 2."""
+    if level < 2:
+        return random_name("task")
+    text = (f'{{\ncmd = "{command}"\ninputs = '
+            + "".join(f'{{ name: "{remote}", content: "{name}"}}, ' for remote, name in inputs)
+            + "\noutputs = " + "".join(f'{{ name: "{remote}" }}, ' for remote in outputs)
+            + "\nenvironment = " + "".join(f'{{ name: "{var}" }}, ' for var in env) + "\n")
+    return f"task-md5-{hashlib.md5(f'{text}:{source}'.encode()).hexdigest()}"

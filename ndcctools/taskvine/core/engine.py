@@ -422,6 +422,10 @@ class Engine:
                 continue
             if f._type == cvine.VINE_TEMP:
                 return False
+            if f._type == cvine.VINE_MINI_TASK:
+                if not self._can_deliver(f._minitask, w):
+                    return False
+                continue
             if self._shareable(f) and self.transfers.count_from(original_source(name)) >= \
                     self.tuning.file_source_max_transfers:
                 return False  # wait: one copy from the source, then copies between peers
@@ -499,6 +503,19 @@ class Engine:
             return
         if file._type == cvine.VINE_TEMP:
             return  # unreachable: _can_deliver said a peer has it
+        if file._type == cvine.VINE_MINI_TASK:
+            recipe = file._minitask
+            for mount in recipe._inputs:
+                self._put_input(w, mount.file)
+            body = p.TaskBody(
+                command=recipe._command, category=recipe._category,
+                env=tuple(f"{k}={v}" for k, v in recipe._env.items() if v is not None),
+                infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
+                              for m in recipe._inputs))
+            self._send(w, p.MiniTaskMsg(file._source, name, file._level, 0, file._mode or 0o755,
+                                        body))
+            w.cache[name] = 0
+            return
         if file._type == cvine.VINE_URL:
             tid = self.transfers.start(original_source(name), w, name)
             self._send(w, p.PutUrl(file._source, name, file._level, 0, file._mode or 0o755, tid))

@@ -36,7 +36,7 @@ from ..items import (
 )
 from ..resources import Resources
 from ..transport import Outbox, Splicer
-from .cache import TYPE_PUT, TYPE_TRANSFERRED, Cache
+from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
@@ -104,6 +104,7 @@ class Session:
         self.queue: deque[TaskRun] = deque()
         self.receiving: tuple[p.Put, ItemReceiver, int] | None = None
         self.pool = SandboxPool(config.workspace)
+        self.building: dict[int, p.MiniTaskMsg] = {}  # mini task id (< 0) -> its recipe
         self.spent: list[Sandbox] = []  # no longer needed: recycled once replies are out
         self.ended: str | None = None
         self.last_task_id = 0
@@ -252,8 +253,9 @@ class Session:
         for run in list(self.queue):
             if not self.ledger.fits(run.alloc):
                 continue
-            if any(m.cachename in self.fetcher for m in run.msg.body.infiles):
-                continue  # an input is still being downloaded
+            if any(m.cachename in self.fetcher or self.being_built(m.cachename)
+                   for m in run.msg.body.infiles):
+                continue  # an input is still being downloaded or built
             self.queue.remove(run)
             missing = [m.cachename for m in run.msg.body.infiles if m.cachename not in self.cache]
             if missing:
@@ -265,7 +267,8 @@ class Session:
     def start(self, run: TaskRun) -> None:
         msg, body = run.msg, run.msg.body
         try:
-            box = run.sandbox = Sandbox(self.config.workspace, f"task.{msg.task_id}", self.pool)
+            name = f"mini.{-msg.task_id}" if msg.task_id < 0 else f"task.{msg.task_id}"
+            box = run.sandbox = Sandbox(self.config.workspace, name, self.pool)
             for m in body.infiles:
                 box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
             for m in body.outfiles:
@@ -316,6 +319,9 @@ class Session:
         status = self.reap(run)
         end_us = int(time.time() * 1e6)
         signaled, code = exit_status(status)
+        if run.msg.task_id < 0:
+            self.mini_done(run, signaled, code)
+            return
         body, box = run.msg.body, run.sandbox
         for m in body.outfiles:
             try:
@@ -337,6 +343,9 @@ class Session:
         return status
 
     def finish(self, run: TaskRun, result: int, code: int, end_us: int = 0) -> None:
+        if run.msg.task_id < 0:  # a mini task that could not start
+            self.mini_done(run, False, -1)
+            return
         length, inline = 0, b""
         if run.pid:  # only a process that ran has output (a recycled sandbox may hold old)
             try:
@@ -486,6 +495,61 @@ class Session:
             self.send(p.CacheInvalid(msg.cachename, done.error, msg.transfer_id))
             self.forsake_waiting_for(msg.cachename)
 
+    # ------------------------------------------------------------------ mini tasks
+    def on_minitask(self, msg: p.MiniTaskMsg) -> None:
+        """Queue the recipe that builds cache object ``msg.cachename`` (protocol spec §8.4)."""
+        check_component(msg.cachename)
+        check_relative(msg.outname)
+        if msg.cachename in self.cache:
+            self.send(self.cache.update_for(msg.cachename))
+            return
+        if self.being_built(msg.cachename):
+            return  # the same recipe twice: one build serves both
+        task_id = -(len(self.building) + 1)
+        while task_id in self.building:
+            task_id -= 1
+        self.building[task_id] = msg
+        run = TaskRun(p.TaskMsg(task_id, msg.body), Resources(0, 0, 0, 0))
+        self.tasks[task_id] = run
+        self.queue.append(run)
+
+    def being_built(self, cachename: str) -> bool:
+        return any(m.cachename == cachename for m in self.building.values())
+
+    def mini_done(self, run: TaskRun, signaled: bool, code: int) -> None:
+        """Move a mini task's product into the cache, or report why there is none."""
+        msg = self.building.pop(run.msg.task_id)
+        self.tasks.pop(run.msg.task_id, None)
+        box, error = run.sandbox, None
+        if box is None or code != 0 or signaled:
+            how = "could not start" if box is None or code < 0 else (
+                f"was killed by signal {code}" if signaled else f"exited with {code}")
+            error = f"mini task for {msg.cachename} {how}"
+        else:
+            try:
+                produced = box.output(msg.outname)
+                if produced is None:
+                    error = f"mini task for {msg.cachename} did not create {msg.outname!r}"
+                else:
+                    if msg.mode and os.path.isfile(produced) and not os.path.islink(produced):
+                        os.chmod(produced, msg.mode & 0o777)
+                    self.send(self.cache.add(msg.cachename, produced, msg.level, TYPE_MINI_TASK,
+                                             run.start_us, source="mini_task"))
+            except (UnsafeName, OSError) as e:
+                error = f"mini task for {msg.cachename}: {e}"
+        if error is not None:
+            if box is not None:
+                try:
+                    with open(box.stdout, "rb") as f:
+                        error += ": " + f.read(2000).decode("utf-8", "replace")
+                except OSError:
+                    pass
+            self.log(error)
+            self.send(p.CacheInvalid(msg.cachename, error.rstrip("\n") + "\n"))
+            self.forsake_waiting_for(msg.cachename)
+        if box is not None:
+            box.remove()
+
     def forsake_waiting_for(self, cachename: str) -> None:
         """Queued tasks that needed a cache object that could not be fetched are forsaken."""
         for run in list(self.queue):
@@ -494,11 +558,6 @@ class Session:
                 self.send(p.Alive())
                 self.send(self.resources())
                 self.finish(run, RESULT_FORSAKEN, 0)
-
-    def on_unsupported(self, msg: Any) -> None:
-        name = msg.cachename
-        text = f"{type(msg).__name__} is not supported by this worker yet (issue 3)\n"
-        self.send(p.CacheInvalid(name, text, getattr(msg, "transfer_id", None)))
 
     # ------------------------------------------------------------------ the rest
     def on_check(self, msg: p.Check) -> None:
@@ -542,5 +601,5 @@ HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     p.Release: lambda s, m: s.end("released", "released by the manager"),
     p.Exit: lambda s, m: s.end("exit", "told to exit by the manager"),
     p.PutUrl: Session.on_puturl,
-    p.MiniTaskMsg: Session.on_unsupported,
+    p.MiniTaskMsg: Session.on_minitask,
 }
