@@ -10,7 +10,9 @@ symlink targets, ``end``) and ``FileSegment``s (file contents, which the I/O lay
 ``ItemReceiver(dest)`` takes decoded events (``FileItem``, ``Data``, ``DirItem``, ``End``,
 ``SymlinkItem``, ``ErrorItem``) for one top-level item and writes it at ``dest``. Every name
 is checked: an item name must be one plain path component, and a symlink target must be
-relative without ``..``, so a peer can never make us write outside ``dest``.
+relative without ``..``, so a peer can never make us write outside ``dest``. When writing
+fails (disk full, a path that cannot be created) the receiver keeps following the stream
+without writing, so the connection stays usable, and ``write_error`` says what went wrong.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def remove_tree(path: str) -> None:
     else:
         try:
             os.unlink(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
 
 
@@ -84,21 +86,24 @@ def tree_size(path: str) -> int:
     return st.st_size
 
 
-def outgoing(path: str, name: str, follow_top: bool = True) -> Iterator[bytes | FileSegment]:
+def outgoing(path: str, name: str, follow_top: bool = True,
+             mode: int = 0) -> Iterator[bytes | FileSegment]:
     """Pieces of the item stream for ``path`` sent under top-level ``name``.
 
     A missing or unreadable path yields an ``error`` item. Inner symlinks are sent as
-    ``symlink`` items; the top level follows a symlink when ``follow_top``.
+    ``symlink`` items; the top level follows a symlink when ``follow_top``. A non-zero
+    ``mode`` replaces the permission bits of a top-level file.
     """
     try:
         st = os.stat(path) if follow_top else os.lstat(path)
     except OSError as e:
         yield m.ErrorItem(name, e.errno or 2).encode()
         return
-    yield from _outgoing(path, name, st)
+    yield from _outgoing(path, name, st, mode)
 
 
-def _outgoing(path: str, name: str, st: os.stat_result) -> Iterator[bytes | FileSegment]:
+def _outgoing(path: str, name: str, st: os.stat_result,
+              mode_override: int = 0) -> Iterator[bytes | FileSegment]:
     mode = st.st_mode
     if stat.S_ISLNK(mode):
         yield m.SymlinkItem(name, os.readlink(path)).encode()
@@ -114,11 +119,15 @@ def _outgoing(path: str, name: str, st: os.stat_result) -> Iterator[bytes | File
             yield from _outgoing(child, entry, cst)
         yield b"end\n"
     elif stat.S_ISREG(mode):
-        yield m.FileItem(name, st.st_size, mode & 0o777, int(st.st_mtime)).encode()
+        perms = (mode_override or mode) & 0o777
+        yield m.FileItem(name, st.st_size, perms, int(st.st_mtime)).encode()
         if st.st_size:
             yield FileSegment(path, st.st_size)
     else:
         yield m.ErrorItem(name, 22).encode()
+
+
+_DISCARD = -2  # ``ItemReceiver._fd`` while following a file that cannot be written
 
 
 class ItemReceiver:
@@ -135,8 +144,9 @@ class ItemReceiver:
         self.mtime = 0
         self.mode = 0
         self.error: m.ErrorItem | None = None
+        self.write_error: OSError | None = None
         self._dirs: list[str] = []  # open directories, innermost last
-        self._fd = -1
+        self._fd = -1  # the file being written, or _DISCARD once writing failed
         self._left = 0
 
     def _path_for(self, name: str) -> str:
@@ -145,7 +155,15 @@ class ItemReceiver:
         return os.path.join(self._dirs[-1], check_component(name))
 
     def feed(self, event: object) -> bool:
-        if self._fd >= 0:
+        try:
+            return self._feed(event)
+        except OSError as e:  # nothing of ``event`` was accounted for: follow it unwritten
+            self.abort()
+            self.write_error = e
+            return self._feed(event)
+
+    def _feed(self, event: object) -> bool:
+        if self._fd != -1:
             return self._file_data(event)
         handler = self._HANDLERS.get(type(event))
         if handler is None:
@@ -155,8 +173,11 @@ class ItemReceiver:
     def _file_item(self, ev: m.FileItem) -> bool:
         path = self._path_for(ev.name)
         self._note_top(ev.mode, ev.mtime)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                           (ev.mode & 0o777) or 0o644)
+        if self.write_error is None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                               (ev.mode & 0o777) or 0o644)
+        else:
+            self._fd = _DISCARD
         self._left = ev.size
         self.size += ev.size
         if ev.size == 0:
@@ -166,16 +187,18 @@ class ItemReceiver:
     def _file_data(self, ev: object) -> bool:
         if not isinstance(ev, m.Data):
             raise UnsafeName("item stream ended inside a file")
-        view = memoryview(ev.chunk)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        if self._fd != _DISCARD:
+            view = memoryview(ev.chunk)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
         return self.advance(len(ev.chunk))
 
     @property
     def content_fd(self) -> int:
-        """The file being written (-1 between files), for zero-copy receivers."""
-        return self._fd
+        """The file being written (-1 between files or once writing failed), for zero-copy
+        receivers."""
+        return self._fd if self._fd >= 0 else -1
 
     def advance(self, n: int) -> bool:
         """Account for ``n`` content bytes written into ``content_fd``; True once the
@@ -184,15 +207,17 @@ class ItemReceiver:
         return self._left == 0 and self._close_file()
 
     def _close_file(self) -> bool:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
         self._fd = -1
         return not self._dirs
 
     def _dir_item(self, ev: m.DirItem) -> bool:
         path = self._path_for(ev.name)
         self._note_top(ev.mode, ev.mtime)
-        os.makedirs(path, exist_ok=not self._dirs)
-        os.chmod(path, (ev.mode & 0o777) | 0o700)
+        if self.write_error is None:
+            os.makedirs(path, exist_ok=not self._dirs)
+            os.chmod(path, (ev.mode & 0o777) | 0o700)
         self._dirs.append(path)
         return False
 
@@ -205,7 +230,8 @@ class ItemReceiver:
     def _symlink(self, ev: m.SymlinkItem) -> bool:
         path = self._path_for(ev.name)
         check_link_target(ev.target)
-        os.symlink(ev.target, path)
+        if self.write_error is None:
+            os.symlink(ev.target, path)
         self.size += len(ev.target.encode())
         return not self._dirs
 
@@ -220,10 +246,11 @@ class ItemReceiver:
             self.mode, self.mtime = mode, mtime
 
     def abort(self) -> None:
-        """Close what is open after a failure (the partial tree is the caller's to remove)."""
+        """Close what is open after a failure (the partial tree is the caller's to remove);
+        the content still expected of the current file is then followed but not written."""
         if self._fd >= 0:
             os.close(self._fd)
-            self._fd = -1
+            self._fd = _DISCARD if self._left else -1
 
     _HANDLERS = {
         m.FileItem: _file_item,

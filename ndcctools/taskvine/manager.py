@@ -26,6 +26,7 @@ from .core.hungry import hungry as compute_hungry
 from .core.runinfo import create_run_info
 from .core.status import ALIASES as STATUS_KINDS
 from .core.status import Stats, report, snapshot, to_json
+from .core.taskgraph import TaskGraphLog
 from .core.tasks import DONE, READY, RUNNING
 from .core.tuning import Tuning
 from .core.txnlog import TransactionLog
@@ -89,6 +90,7 @@ def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging:
     txn.manager_end()
     debug.write("vine", "manager end")
     txn.close()
+    engine.graph.close()
     debug.close()
     shutil.rmtree(staging, ignore_errors=True)
 
@@ -117,7 +119,8 @@ class Manager:
         self._debug = DebugLog(os.path.join(self._info.logs, "debug"), pid=pid)
         self._txn = TransactionLog(os.path.join(self._info.logs, "transactions"), pid=pid)
         self._tuning = Tuning()
-        self._engine = Engine(listener, self._tuning, self._debug, self._txn)
+        graph = TaskGraphLog(os.path.join(self._info.logs, "taskgraph"))
+        self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
         self._engine.status_builder = self._status_bytes
         self._name = name
         self._shutdown = shutdown
@@ -279,11 +282,11 @@ class Manager:
     # ------------------------------------------------------------------ files
     def _register(self, file: File) -> File:
         known = self._files.get(file._cachename)
-        if known is not None:
-            return known
-        file._manager = self
-        self._files[file._cachename] = file
-        return file
+        if known is None:
+            file._manager = self
+            self._files[file._cachename] = known = file
+        self._engine.graph.file(known)
+        return known
 
     def declare_file(self, path: str, cache: Any = False, peer_transfer: bool = True,
                      unlink_when_done: bool = False) -> File:
@@ -295,7 +298,8 @@ class Manager:
         flags = (0 if peer_transfer else cvine.VINE_PEER_NOSHARE) | (
             cvine.VINE_UNLINK_WHEN_DONE if unlink_when_done else 0)
         name = cachenames.local_file_name(path, level)
-        return self._register(File(cvine.VINE_FILE, path, name, level, flags))
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        return self._register(File(cvine.VINE_FILE, path, name, level, flags, size))
 
     def declare_buffer(self, buffer: bytes | str | None = None, cache: Any = False,
                        peer_transfer: bool = True) -> File:
@@ -403,11 +407,35 @@ class Manager:
         t.add_input(tarball, "input.tar")
         return self.declare_minitask(t, "output", cache, peer_transfer)
 
-    def declare_poncho(self, *args: Any, **kwargs: Any) -> File:
-        return self._pending("declare_poncho", "3 (data plane)")
+    def declare_poncho(self, package: File | str, cache: Any = False,
+                       peer_transfer: bool = True) -> File:
+        """An environment directory unpacked on the worker from a poncho (conda-pack)
+        tarball, prepared once by running its ``bin/run_in_env`` (or ``conda-unpack``); use
+        it with ``Task.add_environment``. A path is declared as a file with ``cache=True``."""
+        package = self._package_file(package, "declare_poncho")
+        t = Task("mkdir output && tar xf package.tar.gz -C output && "
+                 "if [ -x output/bin/run_in_env ]; then output/bin/run_in_env true; "
+                 "elif [ -x output/bin/conda-unpack ]; then output/bin/conda-unpack; fi")
+        t.add_input(package, "package.tar.gz")
+        return self.declare_minitask(t, "output", cache, peer_transfer)
 
-    def declare_starch(self, *args: Any, **kwargs: Any) -> File:
-        return self._pending("declare_starch", "3 (data plane)")
+    def declare_starch(self, starch: File | str, cache: Any = False,
+                       peer_transfer: bool = True) -> File:
+        """A directory extracted on the worker from a starch self-extracting package."""
+        if isinstance(starch, str):
+            starch = self._package_file(starch, "declare_starch")
+            starch.set_mode(0o755)
+        starch = self._package_file(starch, "declare_starch")
+        t = Task("SFX_DIR=output SFX_EXTRACT_ONLY=1 ./package.sfx")
+        t.add_input(starch, "package.sfx")
+        return self.declare_minitask(t, "output", cache, peer_transfer)
+
+    def _package_file(self, package: File | str, what: str) -> File:
+        if isinstance(package, str):
+            return self.declare_file(package, cache=True)
+        if not isinstance(package, File):
+            raise TypeError(f"{what}() takes a File or a path")
+        return package
 
     def install_library(self, *args: Any, **kwargs: Any) -> None:
         self._pending("install_library", "4 (Python on workers)")

@@ -103,6 +103,7 @@ class Task:
         self._features: list[str] = []
         self._inputs: list[Mounting] = []
         self._outputs: list[Mounting] = []
+        self._contexts: list[str] = []  # sandbox names of execution contexts, outermost first
         self._scheduler = cvine.VINE_SCHEDULE_UNSET
         self._library_required: str | None = None
         self._library_provided: str | None = None
@@ -156,28 +157,45 @@ class Task:
         """Make ``file`` appear as ``remote_name`` in the sandbox before the command runs."""
         flags = (cvine.VINE_FIXED_LOCATION if strict_input else 0) | (
             cvine.VINE_MOUNT_SYMLINK if mount_symlink else 0)
-        if strict_input:
-            raise NotImplementedError("strict_input arrives with issue 3 (data plane)")
         self._inputs.append(Mounting(_check_file(file), _check_remote_name(remote_name), flags))
 
     def add_output(self, file: File, remote_name: str, watch: bool = False,
                    failure_only: bool | None = None, success_only: bool | None = None) -> None:
         """Bring ``remote_name`` back from the sandbox into ``file`` after the command."""
-        if watch:
-            raise NotImplementedError("watched outputs are not available yet (issue 3)")
         if failure_only and success_only:
             raise ValueError(f"output {remote_name}: failure_only and success_only exclude "
                              "each other")
         if _check_file(file).type() not in (cvine.VINE_FILE, cvine.VINE_BUFFER, cvine.VINE_TEMP):
             raise ValueError(f"invalid output file description for {remote_name}")
+        if watch and file.type() != cvine.VINE_FILE:
+            raise ValueError(f"invalid output file description for {remote_name}: only local "
+                             "files can be watched")
         flags = (cvine.VINE_FAILURE_ONLY if failure_only else 0) | (
-            cvine.VINE_SUCCESS_ONLY if success_only else 0)
+            cvine.VINE_SUCCESS_ONLY if success_only else 0) | (cvine.VINE_WATCH if watch else 0)
         self._outputs.append(Mounting(file, _check_remote_name(remote_name), flags))
 
     def add_execution_context(self, file: File) -> None:
-        raise NotImplementedError("execution contexts arrive with issue 4 (Python on workers)")
+        """Run the command inside ``file``, a directory with ``bin/run_in_env`` (a poncho or
+        starch package, say): the command becomes ``<dir>/bin/run_in_env <command>``;
+        contexts added later run inside earlier ones."""
+        remote = f"__vine_env_{_check_file(file)._cachename}"
+        self.add_input(file, remote)
+        self._contexts.append(remote)
 
     add_environment = add_execution_context
+    add_poncho_package = add_execution_context
+    add_starch_package = add_execution_context
+
+    def _full_command(self) -> str:
+        """The command as the worker runs it: wrapped in the execution contexts."""
+        if not self._contexts:
+            return self._command
+        return " ".join(f"./{c}/bin/run_in_env" for c in self._contexts) + " " + self._command
+
+    @property
+    def _strict(self) -> bool:
+        """Whether an input was added with ``strict_input=True``."""
+        return any(m.flags & cvine.VINE_FIXED_LOCATION for m in self._inputs)
 
     # ------------------------------------------------------------------ resources and limits
     def set_cores(self, cores: float) -> None:

@@ -75,3 +75,24 @@ def test_check_relative_refuses(path):
 
 def test_check_relative_normalises():
     assert check_relative("a//b/./c") == "a/b/c"
+
+
+def test_a_receiver_that_cannot_write_follows_the_stream_to_its_end(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    wire = b"dir top 0755 0\nfile a 5 0644 0\nhellosymlink l 1\naend\ncheck\n"
+    d = p.Decoder("manager")
+    d.feed(wire)
+    r = ItemReceiver(str(blocker / "dest"))
+    finished = [r.feed(d.next_event()) for _ in range(5)]
+    assert finished == [False, False, False, False, True]
+    assert isinstance(r.write_error, NotADirectoryError)
+    assert r.size == 6  # sizes are still counted
+    assert isinstance(d.next_event(), p.Check)  # the connection is in step for what follows
+
+
+def test_outgoing_applies_a_mode_override_to_a_top_level_file(tmp_path):
+    f = tmp_path / "s.sh"
+    f.write_text("echo\n")
+    os.chmod(f, 0o644)
+    assert materialize(outgoing(str(f), "s", mode=0o755)).startswith(b"file s 5 0755 ")

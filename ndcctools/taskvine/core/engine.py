@@ -18,6 +18,7 @@ debug log, and its tasks go back to the queue; the other workers are not affecte
 from __future__ import annotations
 
 import copy
+import math
 import os
 import selectors
 import socket
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from ..file import File
     from ..task import Task
     from .debuglog import DebugLog
+    from .taskgraph import TaskGraphLog
     from .tuning import Tuning
     from .txnlog import TransactionLog
 
@@ -64,12 +66,14 @@ class Engine:
     """Owns the listening socket, the connections, the task table and the worker table."""
 
     def __init__(self, listener: socket.socket, tuning: Tuning, debug: DebugLog,
-                 txn: TransactionLog, clock: Callable[[], float] = time.time):
+                 txn: TransactionLog, graph: TaskGraphLog,
+                 clock: Callable[[], float] = time.time):
         self.listener = listener
         self.port = listener.getsockname()[1]
         self.tuning = tuning
         self.debug = debug
         self.txn = txn
+        self.graph = graph
         self.clock = clock
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, None)
@@ -96,6 +100,8 @@ class Engine:
         rec = self.tasks.submit(task)
         for mount in task._outputs:
             self.producers[mount.file._cachename] = task
+            if mount.flags & cvine.VINE_WATCH:
+                _truncate(mount.file._source)
         rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
         self.counters["tasks_submitted"] += 1
         self._dirty = True
@@ -131,6 +137,7 @@ class Engine:
         if rec.result == cvine.VINE_RESULT_CANCELLED:
             c["tasks_cancelled"] += 1
         self.txn.task_done(rec.task_id, _result_name(rec.result), rec.exit_code)
+        self.graph.task(rec.task_id, rec.task)
         return rec.task
 
     def cancel(self, rec: TaskRecord) -> bool:
@@ -199,6 +206,7 @@ class Engine:
         if not busy and timeout > 0:  # about to idle: make the logs current first
             self.debug.flush()
             self.txn.flush()
+            self.graph.flush()
         for key, mask in self.sel.select(0 if busy else timeout):
             if key.data is None:
                 self._accept()
@@ -318,6 +326,12 @@ class Engine:
                 continue
             if task._time_start and now_us < task._time_start:
                 continue
+            if task._strict:
+                placed = self._strict_inputs_placed(task)
+                if placed is None:
+                    expired.append((rec, cvine.VINE_RESULT_FIXED_LOCATION_MISSING))
+                if not placed:
+                    continue
             if task._inputs:
                 missing = self._inputs_pending(task, to_recover)
                 if missing is not None:
@@ -374,6 +388,18 @@ class Engine:
                 to_recover.append(name)
         return verdict
 
+    def _strict_inputs_placed(self, task: Task) -> bool | None:
+        """For a task with ``strict_input`` inputs: True if a worker holds all of them, False
+        if one of them is still being produced, None if they will never be in one place."""
+        strict = [m.file._cachename for m in task._inputs if m.flags & cvine.VINE_FIXED_LOCATION]
+        if any(all(name in w.cache for name in strict) for w in self.workers.values()):
+            return True
+        if any(_in_flight(getattr(self.producers.get(name), "_record", None)) for name in strict):
+            return False
+        self.debug.write("vine", f"task {task._record.task_id}: no worker holds all of its "
+                         f"strict inputs {strict}")
+        return None
+
     def _recover(self, name: str) -> None:
         """Re-run (hidden) the task that produced temp file ``name``."""
         producer = self.producers.get(name)
@@ -418,7 +444,11 @@ class Engine:
         for mount in task._inputs:
             f = mount.file
             name = f._cachename
-            if name in w.cache or self._peer_source(f, w) is not None:
+            if name in w.cache:
+                continue
+            if mount.flags & cvine.VINE_FIXED_LOCATION:
+                return False
+            if self._peer_source(f, w) is not None:
                 continue
             if f._type == cvine.VINE_TEMP:
                 return False
@@ -435,7 +465,8 @@ class Engine:
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
         """Among workers with room, the one already holding most of the task's input bytes."""
         task = rec.task
-        request = Resources(task._cores, task._memory, task._disk, task._gpus)
+        disk = max(task._disk, rec.min_disk) if rec.min_disk else task._disk
+        request = Resources(task._cores, task._memory, disk, task._gpus)
         cat = task._category
         best, best_alloc, best_bytes = None, None, -1
         for w in candidates:
@@ -449,7 +480,7 @@ class Engine:
                 pass  # the worker leaves before the deadline; upstream still sends it
             avail_disk = w.total.disk - w.cache_bytes / 1e6
             alloc = allocate(request, w.total, avail_disk, policy, self.category_max.get(cat),
-                             self.category_min.get(cat), task._memory >= 0 or task._disk >= 0)
+                             self.category_min.get(cat), task._memory >= 0 or request.disk >= 0)
             if not fits(alloc, w.free(mult)):
                 continue
             cached = sum(w.cache.get(m.file._cachename, 0) for m in task._inputs)
@@ -471,7 +502,8 @@ class Engine:
             name = mount.file._cachename
             w.file_users[name] = w.file_users.get(name, 0) + 1
         body = p.TaskBody(
-            command=task._command, category=task._category, cores=alloc.cores, gpus=alloc.gpus,
+            command=task._full_command(), category=task._category, cores=alloc.cores,
+            gpus=alloc.gpus,
             memory=alloc.memory, disk=alloc.disk,
             end_time=task._time_end / 1e6 if task._time_end else None,
             wall_time=task._time_max or None,
@@ -489,9 +521,12 @@ class Engine:
         self.counters["tasks_dispatched"] += 1
         self.tasks.move(rec, RUNNING)
 
-    def _put_input(self, w: WorkerRecord, file: File) -> None:
+    def _put_input(self, w: WorkerRecord, file: File, for_task: bool = True) -> None:
+        """Send ``file`` to ``w`` unless it is there. ``for_task``: a task will use it (else
+        a mini task's recipe does, until its product is built)."""
         name = file._cachename
-        w.file_users[name] = w.file_users.get(name, 0) + 1
+        if for_task:
+            w.file_users[name] = w.file_users.get(name, 0) + 1
         if name in w.cache:
             return
         source = self._peer_source(file, w)
@@ -506,7 +541,8 @@ class Engine:
         if file._type == cvine.VINE_MINI_TASK:
             recipe = file._minitask
             for mount in recipe._inputs:
-                self._put_input(w, mount.file)
+                self._put_input(w, mount.file, for_task=False)
+            w.building[name] = file
             body = p.TaskBody(
                 command=recipe._command, category=recipe._category,
                 env=tuple(f"{k}={v}" for k, v in recipe._env.items() if v is not None),
@@ -532,7 +568,7 @@ class Engine:
         else:
             size = _size_of(file._source)
             self._send(w, p.Put(name, file._level, size))
-            for piece in outgoing(file._source, name):
+            for piece in outgoing(file._source, name, mode=file._mode):
                 self._send_raw(w, piece)
         w.cache[name] = size
         w.cache_bytes += size
@@ -594,6 +630,8 @@ class Engine:
         else:
             again = task._retries < 0 or rec.attempts <= task._retries
             self.counters["tasks_exhausted_attempts"] += 1
+            if result == cvine.VINE_RESULT_SANDBOX_EXHAUSTION:
+                again = again and self._grow_sandbox(rec)
         rec.worker = None
         if again and not rec.cancelled:
             self.tasks.make_ready(rec)
@@ -602,9 +640,21 @@ class Engine:
                 rec.exit_code = code
             self.tasks.finish(rec, result)
 
+    def _grow_sandbox(self, rec: TaskRecord) -> bool:
+        """Ask for ``sandbox-grow-factor`` times the disk the sandbox outgrew; False if no
+        connected worker has that much (the task then ends with sandbox exhaustion)."""
+        used = max(rec.sandbox_mb, rec.allocation.disk if rec.allocation else 0, 1)
+        rec.min_disk = max(rec.min_disk, math.ceil(used * self.tuning.sandbox_grow_factor))
+        if any(w.total.disk >= rec.min_disk for w in self.workers.values() if w.ready):
+            return True
+        self.debug.write("vine", f"task {rec.task_id} needs {rec.min_disk} MB of sandbox, more "
+                         "than any connected worker has")
+        return False
+
     def _fetch_output(self, w: WorkerRecord, rec: TaskRecord, file: File) -> None:
         if file._type == cvine.VINE_FILE:
-            reply = OutputReply(rec, file._source, self._reply_done, self._count_received)
+            reply = OutputReply(rec, file._source, w.cache.get(file._cachename),
+                                self._reply_done, self._count_received)
             self._request(w, rec, p.Get(file._cachename), reply)
         elif file._type == cvine.VINE_BUFFER:
             self._request(w, rec, p.GetFile(file._cachename), BufferReply(rec, file,
@@ -635,6 +685,11 @@ class Engine:
         """Outputs are in: clean the worker side and queue the task for ``wait()``."""
         self._unlink_unused(w, rec)
         self._send(w, p.Kill(rec.task_id))
+        if rec.output_error is not None:
+            self.debug.write("vine", f"task {rec.task_id}: output transfer error: "
+                             f"{rec.output_error}")
+            if rec.result == cvine.VINE_RESULT_SUCCESS:
+                rec.result = cvine.VINE_RESULT_OUTPUT_TRANSFER_ERROR
         if rec.output_missing and rec.result == cvine.VINE_RESULT_SUCCESS:
             rec.result = cvine.VINE_RESULT_OUTPUT_MISSING
         rec.metrics["time_when_retrieval"] = int(self.clock() * 1e6)
@@ -703,6 +758,8 @@ class Engine:
         self.transfers.finish(w, name, msg.transfer_id)
         self.txn.cache_update(w.worker_id, name, msg.size, msg.duration_us, msg.start_us)
         self._dirty = True
+        if name in w.building:
+            self._built(w, name)
         if name in self.producers:
             self._replicate(name)
 
@@ -726,7 +783,19 @@ class Engine:
                 w.cache[name] = 0
                 wanted -= 1
 
+    def _built(self, w: WorkerRecord, name: str) -> None:
+        """A mini task on ``w`` built (or failed to build) ``name``: drop the task-level
+        inputs of its recipe that nothing else there uses."""
+        for mount in w.building.pop(name)._minitask._inputs:
+            f = mount.file
+            if f._level == cvine.VINE_CACHE_LEVEL_TASK and not w.file_users.get(f._cachename) \
+                    and f._cachename in w.cache:
+                self._drop_replica(w, f._cachename)
+                self._send(w, p.Unlink(f._cachename))
+
     def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
+        if msg.cachename in w.building:
+            self._built(w, msg.cachename)
         self._drop_replica(w, msg.cachename)
         t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
         if t is not None and isinstance(t.source, WorkerRecord):
@@ -748,7 +817,8 @@ class Engine:
     def _on_available_results(self, w: WorkerRecord, msg: p.AvailableResults) -> None:
         for other in self.workers.values():
             if other.ready:
-                other.conn.replies.append(ResultsReply())
+                other.conn.replies.append(
+                    ResultsReply(other.tasks, lambda text: self.debug.write("vine", text)))
                 self._send(other, p.SendResults(-1))
 
     def _on_status(self, w: WorkerRecord, msg: Any) -> None:
@@ -901,6 +971,15 @@ def _recovery_copy(task: Task) -> Task:
     clone._env, clone._features = dict(task._env), list(task._features)
     clone._record = None
     return clone
+
+
+def _truncate(path: str) -> None:
+    """Empty the local file of a watched output (the worker streams into it)."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        open(path, "wb").close()
+    except OSError:
+        pass  # reported when the output is retrieved
 
 
 def _missing_inputs(task: Task) -> str | None:

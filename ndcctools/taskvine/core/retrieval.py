@@ -12,9 +12,10 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
+from .. import cvine
 from ..file import File
 from ..items import ItemReceiver, UnsafeName, remove_tree
-from ..protocol import Data, End, ErrorItem, FileItem, RemoteProtocolError, Stdout
+from ..protocol import Data, End, ErrorItem, FileItem, RemoteProtocolError, Stdout, Update
 from .connection import Reply
 from .tasks import TaskRecord
 
@@ -44,17 +45,24 @@ class StdoutReply(Reply):
 class OutputReply(Reply):
     """``get <cachename>`` → an item stream written to the output's local path.
 
-    The tree is received next to its destination and renamed into place only when complete,
-    so a lost connection never leaves a truncated output behind.
+    The tree is received next to its destination and renamed into place only when complete
+    and as large as the worker announced (``expected`` bytes, from its ``cache-update``), so
+    neither a lost connection nor a short transfer leaves a truncated output behind. An
+    output that cannot be written here, or arrives short, is an output transfer error.
     """
 
-    def __init__(self, rec: TaskRecord, path: str, done: Done, on_bytes: Callable[[int], None]):
-        self.rec, self.path, self.done, self.on_bytes = rec, path, done, on_bytes
+    def __init__(self, rec: TaskRecord, path: str, expected: int | None, done: Done,
+                 on_bytes: Callable[[int], None]):
+        self.rec, self.path, self.expected = rec, path, expected
+        self.done, self.on_bytes = done, on_bytes
         parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
         self.partial = os.path.join(parent, f".{os.path.basename(path)}.vine-partial-{rec.task_id}")
-        remove_tree(self.partial)
         self.receiver = ItemReceiver(self.partial)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            remove_tree(self.partial)
+        except OSError as e:
+            self.receiver.write_error = e  # follow the stream without writing
 
     def on_event(self, event: Any) -> bool:
         try:
@@ -65,15 +73,28 @@ class OutputReply(Reply):
             raise RemoteProtocolError(f"bad output stream for task {self.rec.task_id}: {e}") from e
         if not finished:
             return False
-        if self.receiver.error is not None:
+        received = self.receiver
+        if received.error is not None:
             self.rec.output_missing = True
+        elif received.write_error is not None:
+            self._fail(f"cannot write {self.path}: {received.write_error}")
+        elif self.expected is not None and received.size != self.expected:
+            self._fail(f"{self.path}: {received.size} bytes arrived, the worker announced "
+                       f"{self.expected}")
         else:
-            if os.path.isdir(self.path) and not os.path.islink(self.path):
-                shutil.rmtree(self.path)
-            os.replace(self.partial, self.path)
-            self.on_bytes(self.receiver.size)
+            try:
+                if os.path.isdir(self.path) and not os.path.islink(self.path):
+                    shutil.rmtree(self.path)
+                os.replace(self.partial, self.path)
+                self.on_bytes(received.size)
+            except OSError as e:
+                self._fail(f"cannot write {self.path}: {e}")
         self.done(self.rec, True)
         return True
+
+    def _fail(self, why: str) -> None:
+        remove_tree(self.partial)
+        self.rec.output_error = why
 
     def on_lost(self) -> None:
         self.receiver.abort()
@@ -114,8 +135,30 @@ class BufferReply(Reply):
 
 
 class ResultsReply(Reply):
-    """``send_results`` → ``update`` items (watched outputs, issue 3) then ``end``."""
+    """``send_results`` → ``update`` items then ``end``: each update is the new tail of a
+    watched output of a running task, written at its offset into the local file."""
+
+    def __init__(self, tasks: dict[int, TaskRecord], log: Callable[[str], None]):
+        self.tasks, self.log = tasks, log
 
     def on_event(self, event: Any) -> bool:
-        return isinstance(event, End)
+        if isinstance(event, End):
+            return True
+        if not isinstance(event, Update):
+            raise RemoteProtocolError(f"expected update or end, got {type(event).__name__}")
+        rec = self.tasks.get(event.task_id)
+        mount = None if rec is None else next(
+            (m for m in rec.task._outputs if m.remote_name == event.path
+             and m.flags & cvine.VINE_WATCH and m.file._type == cvine.VINE_FILE), None)
+        if mount is None:
+            self.log(f"update for {event.path!r} of task {event.task_id}: not a watched output")
+            return False
+        try:
+            with open(mount.file._source, "r+b" if os.path.exists(mount.file._source) else "wb") \
+                    as f:
+                f.seek(event.offset)
+                f.write(event.data)
+        except OSError as e:
+            self.log(f"watched output {mount.file._source}: {e}")
+        return False
 

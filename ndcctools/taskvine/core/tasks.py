@@ -47,7 +47,8 @@ class TaskRecord:
     __slots__ = ("task", "task_id", "state", "result", "exit_code", "stdout", "hostname",
                  "addrport", "allocation", "worker", "time_worker_start", "time_worker_end",
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
-                 "cancelled", "output_missing", "stdout_length", "recovery")
+                 "cancelled", "output_missing", "stdout_length", "recovery", "min_disk",
+                 "output_error")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -71,6 +72,8 @@ class TaskRecord:
         self.output_missing = False
         self.stdout_length = 0
         self.recovery = False  # a hidden re-run that re-creates lost temp files
+        self.min_disk = 0  # MB: grown after a sandbox exhaustion
+        self.output_error: str | None = None  # why an output could not be retrieved
 
     @property
     def state_name(self) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ..resources import Resources
 
 if TYPE_CHECKING:
+    from ..file import File
     from .connection import Connection
     from .tasks import TaskRecord
 
@@ -20,7 +21,7 @@ class WorkerRecord:
     __slots__ = ("conn", "addrport", "hostname", "os", "arch", "version", "worker_id",
                  "total", "committed", "has_resources", "end_time", "features", "tasks",
                  "cache", "file_users", "transfer_port", "start_time", "tasks_done",
-                 "last_heard", "check_sent", "cache_bytes", "draining", "factory")
+                 "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building")
 
     def __init__(self, conn: Connection, addrport: str, now: float):
         self.conn = conn
@@ -44,6 +45,7 @@ class WorkerRecord:
         self.cache_bytes = 0
         self.draining = False
         self.factory: str | None = None
+        self.building: dict[str, File] = {}  # mini-task products being built there
 
     @property
     def ready(self) -> bool:

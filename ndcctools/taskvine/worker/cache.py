@@ -6,6 +6,10 @@ peer (``puturl``), produced by a task (moved in from its sandbox), or found at s
 objects of level ``forever`` with valid metadata are kept from an earlier worker process
 (everything else found there is deleted) and announced in every hello. Every name is
 checked to be a single plain path component before it touches the disk.
+
+The cache also knows how many bytes it holds and which objects were used least recently, so
+the worker can evict ``workflow`` and ``worker`` objects that no task needs when it runs out
+of disk (``evictable``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..protocol import CacheUpdate
 TYPE_PUT = 0
 TYPE_TRANSFERRED = 2
 TYPE_MINI_TASK = 5
+LEVEL_WORKFLOW = 1
 LEVEL_WORKER = 2
 LEVEL_FOREVER = 3
 
@@ -33,6 +38,7 @@ class Entry:
     duration: int = 0
     start_us: int = 0
     source: str = field(default="manager")
+    last_used: float = 0.0
 
 
 class Cache:
@@ -42,7 +48,9 @@ class Cache:
         for d in (self.dir, self.transfer_dir):
             os.makedirs(d, exist_ok=True)
         self.objects: dict[str, Entry] = {}
+        self.bytes = 0  # sum of the sizes of the objects
         self._load()
+        self.bytes = sum(e.size for e in self.objects.values())
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, check_component(name))
@@ -65,8 +73,10 @@ class Cache:
         os.rename(path, dest)
         st = os.lstat(dest)
         duration = max(0, int(time.time() * 1e6) - start_us)
-        entry = Entry(level, tree_size(dest), int(st.st_mtime), kind, duration, start_us, source)
+        entry = Entry(level, tree_size(dest), int(st.st_mtime), kind, duration, start_us, source,
+                      time.monotonic())
         self.objects[name] = entry
+        self.bytes += entry.size
         self._write_meta(name, st.st_mode, entry)
         return self.update_for(name, transfer_id)
 
@@ -80,8 +90,23 @@ class Cache:
         """What a hello announces: every object kept from earlier sessions or processes."""
         return [self.update_for(name) for name in self.objects]
 
+    def touch(self, name: str) -> None:
+        """Note that a task uses object ``name`` now (for least-recently-used eviction)."""
+        entry = self.objects.get(name)
+        if entry is not None:
+            entry.last_used = time.monotonic()
+
+    def evictable(self, pinned: set[str]) -> list[tuple[str, int]]:
+        """(name, size) of the ``workflow`` and ``worker`` objects not in ``pinned``, least
+        recently used first: what may be deleted to make room."""
+        candidates = [(e.last_used, name, e.size) for name, e in self.objects.items()
+                      if LEVEL_WORKFLOW <= e.level <= LEVEL_WORKER and name not in pinned]
+        return [(name, size) for _, name, size in sorted(candidates)]
+
     def remove(self, name: str) -> None:
-        self.objects.pop(name, None)
+        entry = self.objects.pop(name, None)
+        if entry is not None:
+            self.bytes -= entry.size
         path = self.path(name)
         remove_tree(path)
         remove_tree(path + ".meta")

@@ -164,7 +164,7 @@ def receive_item(sock: socket.socket, dest: str, peer: str) -> None:
     splicer = Splicer()
     try:
         while True:
-            if decoder.raw_left and not decoder.buffered:
+            if decoder.raw_left and not decoder.buffered and receiver.content_fd >= 0:
                 try:
                     n = splicer.move(sock, receiver.content_fd, decoder.raw_left)
                 except BlockingIOError:  # a socket with a timeout is non-blocking underneath
@@ -192,6 +192,8 @@ def receive_item(sock: socket.socket, dest: str, peer: str) -> None:
         raise
     finally:
         splicer.close()
+    if receiver.write_error is not None:
+        raise receiver.write_error
     if receiver.error is not None:
         raise OSError(f"{peer} reported error {receiver.error.errno} for "
                       f"{receiver.error.name!r}: {os.strerror(receiver.error.errno)}")

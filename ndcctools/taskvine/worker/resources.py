@@ -1,7 +1,8 @@
 """What the worker offers (detected or given on the command line) and what is committed.
 
 ``Ledger`` is the one owner of committed resources: a task is started only when its
-allocation ``fits()``; ``commit``/``release`` move resources in and out.
+allocation ``fits()`` beside the other tasks and the cache; ``commit``/``release`` move
+resources in and out.
 """
 
 from __future__ import annotations
@@ -45,8 +46,11 @@ class Ledger:
         t, u = self.total, self.used
         return Resources(t.cores - u.cores, t.memory - u.memory, t.disk - u.disk, t.gpus - u.gpus)
 
-    def fits(self, want: Resources) -> bool:
-        return self.free().covers(want)
+    def fits(self, want: Resources, cache_mb: int = 0) -> bool:
+        """Whether ``want`` fits beside the running tasks and ``cache_mb`` of cached data."""
+        free = self.free()
+        free.disk -= cache_mb
+        return free.covers(want)
 
     def commit(self, amount: Resources) -> None:
         self.used.add(amount)

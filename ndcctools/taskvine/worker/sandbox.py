@@ -105,6 +105,10 @@ class Sandbox:
     def make_output_dir(self, rel: str) -> None:
         os.makedirs(self._inside(rel), exist_ok=True)
 
+    def output_path(self, rel: str) -> str:
+        """Where output ``rel`` will be (checked to lie inside the sandbox)."""
+        return self._inside(rel)
+
     def output(self, rel: str) -> str | None:
         """The path of output ``rel`` if the task produced it inside the sandbox."""
         path = self._inside(rel)

@@ -33,6 +33,7 @@ from ..items import (
     check_relative,
     outgoing,
     remove_tree,
+    tree_size,
 )
 from ..resources import Resources
 from ..transport import Outbox, Splicer
@@ -40,16 +41,21 @@ from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
-from .resources import Ledger
+from .resources import MB, Ledger
 from .sandbox import Sandbox, SandboxPool
 
 RESULT_INPUT_MISSING = 1
 RESULT_MAX_END_TIME = 24
 RESULT_FORSAKEN = 40
 RESULT_MAX_WALL_TIME = 56
+RESULT_SANDBOX_EXHAUSTION = 104
+MOUNT_WATCH = 2
 MOUNT_SYMLINK = 32
 MOUNT_MKDIR = 64
 FETCHES = "fetches"  # selector tag of the fetcher's wake-up pipe
+WATCH_INTERVAL = 0.5  # seconds between looks at watched outputs
+DISK_CHECK_INTERVAL = 5.0  # seconds between measurements of sandboxes with a disk limit
+UPDATE_CHUNK = 1 << 20  # at most this many bytes of one watched file per ``update``
 
 
 @dataclass
@@ -67,7 +73,7 @@ class TaskRun:
     """One task on this worker."""
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
-                 "kill_result", "running")
+                 "kill_result", "running", "watched", "sandbox_mb")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -79,6 +85,20 @@ class TaskRun:
         self.deadline: tuple[float, int] | None = None  # (epoch seconds, result if reached)
         self.kill_result = 0
         self.running = False
+        self.watched: list[Watched] = []
+        self.sandbox_mb = 0
+
+    def inputs(self) -> set[str]:
+        return {m.cachename for m in self.msg.body.infiles}
+
+
+@dataclass(slots=True)
+class Watched:
+    """An output with the WATCH flag: ``offset`` bytes of it were sent to the manager."""
+
+    rel: str
+    path: str
+    offset: int = 0
 
 
 class Session:
@@ -110,6 +130,10 @@ class Session:
         self.last_task_id = 0
         self.idle_since = time.monotonic()
         self.idle_reported = False
+        self.results_announced = False  # ``available_results`` sent, ``send_results`` not yet
+        self.next_watch = 0.0
+        self.next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
+        self.trimmed = (0, 0)  # (cache bytes, committed disk) at the last trim_cache()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> str:
@@ -127,6 +151,7 @@ class Session:
                     else:
                         self.on_exit(key.data)
                 self.start_ready()
+                self.trim_cache()
                 self.flush()
                 self.recycle_spent()
                 self.check_deadlines()
@@ -138,7 +163,8 @@ class Session:
         return self.ended
 
     def on_readable(self) -> None:
-        if self.receiving is not None and self.decoder.raw_left and not self.decoder.buffered:
+        if self.receiving is not None and self.decoder.raw_left and not self.decoder.buffered \
+                and self.receiving[1].content_fd >= 0:
             self.splice_content()
             return
         try:
@@ -193,6 +219,8 @@ class Session:
         for run in self.tasks.values():
             if run.running and run.deadline is not None:
                 timeout = min(timeout, max(0.0, run.deadline[0] - now))
+            if run.watched:
+                timeout = min(timeout, WATCH_INTERVAL)
         return timeout
 
     # ------------------------------------------------------------------ hello
@@ -251,7 +279,7 @@ class Session:
         if not self.queue:
             return
         for run in list(self.queue):
-            if not self.ledger.fits(run.alloc):
+            if not self.has_room(run):
                 continue
             if any(m.cachename in self.fetcher or self.being_built(m.cachename)
                    for m in run.msg.body.infiles):
@@ -264,6 +292,49 @@ class Session:
                 continue
             self.start(run)
 
+    def has_room(self, run: TaskRun) -> bool:
+        """Whether ``run`` can start now. Disk counts the cache too: unused ``workflow`` and
+        ``worker`` objects are evicted to make room, and a task that still does not fit once
+        nothing else runs starts anyway (it would otherwise wait forever)."""
+        cache_mb = -(-self.cache.bytes // MB) if run.alloc.disk > 0 else 0
+        if self.ledger.fits(run.alloc, cache_mb):
+            return True
+        if not self.ledger.fits(Resources(run.alloc.cores, run.alloc.memory, 0, run.alloc.gpus)):
+            return False
+        free_mb = self.ledger.free().disk - cache_mb
+        self.evict((run.alloc.disk - free_mb) * MB, f"task {run.msg.task_id}")
+        if self.ledger.fits(run.alloc, -(-self.cache.bytes // MB)):
+            return True
+        return not any(r.running for r in self.tasks.values())
+
+    def trim_cache(self) -> None:
+        """Evict unused objects while the cache and the running tasks need more disk than
+        this worker has."""
+        state = (self.cache.bytes, self.ledger.used.disk)
+        if state == self.trimmed:
+            return
+        self.trimmed = state
+        excess = self.cache.bytes + (self.ledger.used.disk - self.ledger.total.disk) * MB
+        if excess > 0:
+            self.evict(excess, "the cache")
+
+    def evict(self, nbytes: int, why: str) -> None:
+        """Delete least recently used objects that no task here needs, until ``nbytes`` are
+        freed or nothing more may go; each one is reported with ``cache-invalid``."""
+        pinned: set[str] = set()
+        for run in self.tasks.values():
+            pinned |= run.inputs()
+        for name, size in self.cache.evictable(pinned):
+            if nbytes <= 0:
+                break
+            if name in self.fetcher or self.being_built(name):
+                continue
+            self.cache.remove(name)
+            nbytes -= size
+            self.log(f"evicted {name} ({size} bytes) to make room for {why}")
+            self.send(p.CacheInvalid(name, f"evicted from the cache of worker "
+                                           f"{self.config.worker_id} to make room\n"))
+
     def start(self, run: TaskRun) -> None:
         msg, body = run.msg, run.msg.body
         try:
@@ -271,9 +342,12 @@ class Session:
             box = run.sandbox = Sandbox(self.config.workspace, name, self.pool)
             for m in body.infiles:
                 box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
+                self.cache.touch(m.cachename)
             for m in body.outfiles:
                 if m.flags & MOUNT_MKDIR:
                     box.make_output_dir(m.path)
+                if m.flags & MOUNT_WATCH:
+                    run.watched.append(Watched(m.path, box.output_path(m.path)))
         except (UnsafeName, OSError) as e:
             self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}")
             self.finish(run, RESULT_INPUT_MISSING, -1)
@@ -307,6 +381,13 @@ class Session:
                 run.kill_result = run.deadline[1]
                 self.log(f"task {run.msg.task_id} passed its time limit: killing it")
                 kill_group(run.pid)
+        mono = time.monotonic()
+        if mono >= self.next_watch:
+            self.next_watch = mono + WATCH_INTERVAL
+            self.check_watched()
+        if mono >= self.next_disk_check:
+            self.next_disk_check = mono + DISK_CHECK_INTERVAL
+            self.check_sandboxes()
         c = self.config
         if c.idle_timeout and not self.tasks and not self.idle_reported \
                 and time.monotonic() - self.idle_since > c.idle_timeout:
@@ -315,14 +396,53 @@ class Session:
         if c.parent_pid and os.getppid() != c.parent_pid:
             self.end("exit", "parent process is gone")
 
+    def check_watched(self) -> None:
+        """Tell the manager (once, until it asks) that a watched output has grown."""
+        if self.results_announced:
+            return
+        for run in self.tasks.values():
+            for w in run.watched:
+                try:
+                    grown = os.stat(w.path).st_size > w.offset
+                except OSError:
+                    continue
+                if grown:
+                    self.results_announced = True
+                    self.send(p.AvailableResults())
+                    return
+
+    def check_sandboxes(self) -> None:
+        """Kill tasks whose sandbox (less their linked inputs) outgrew their disk."""
+        for run in self.tasks.values():
+            if not run.running or run.kill_result or run.alloc.disk < 1 or run.sandbox is None:
+                continue
+            try:
+                used = tree_size(run.sandbox.path)
+            except OSError:
+                continue
+            for m in run.msg.body.infiles:
+                entry = self.cache.objects.get(m.cachename)
+                if entry is not None and not m.flags & MOUNT_SYMLINK:
+                    used -= entry.size
+            run.sandbox_mb = -(-used // MB)
+            if used > run.alloc.disk * MB:
+                run.kill_result = RESULT_SANDBOX_EXHAUSTION
+                self.log(f"task {run.msg.task_id} uses {used} bytes of disk, more than its "
+                         f"{run.alloc.disk} MB: killing it")
+                kill_group(run.pid)
+
     def on_exit(self, run: TaskRun) -> None:
         status = self.reap(run)
         end_us = int(time.time() * 1e6)
         signaled, code = exit_status(status)
+        run.watched.clear()  # the manager fetches the whole outputs now
         if run.msg.task_id < 0:
             self.mini_done(run, signaled, code)
             return
         body, box = run.msg.body, run.sandbox
+        if run.kill_result == RESULT_SANDBOX_EXHAUSTION:
+            self.finish(run, run.kill_result, code, end_us)
+            return
         for m in body.outfiles:
             try:
                 produced = box.output(m.path)
@@ -356,8 +476,8 @@ class Session:
                 with open(run.sandbox.stdout, "rb") as f:
                     inline = f.read(length)
                 length = len(inline)
-        self.send(p.Complete(result, code, length, run.start_us, end_us or run.start_us, 0,
-                             run.msg.task_id, inline))
+        self.send(p.Complete(result, code, length, run.start_us, end_us or run.start_us,
+                             run.sandbox_mb, run.msg.task_id, inline))
         if run.sandbox is not None and length <= p.INLINE_STDOUT_MAX:
             self.spent.append(run.sandbox)  # its stdout went inline: nothing left to serve
             run.sandbox = None
@@ -438,6 +558,12 @@ class Session:
         self.receiving = None
         if receiver.error is not None:
             self.log(f"put {msg.cachename}: manager sent error {receiver.error}")
+            return
+        if receiver.write_error is not None:
+            remove_tree(receiver.dest)
+            self.log(f"put {msg.cachename}: cannot store it: {receiver.write_error}")
+            self.send(p.CacheInvalid(msg.cachename, f"worker {self.config.worker_id} cannot "
+                                     f"store {msg.cachename}: {receiver.write_error}\n"))
             return
         self.send(self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT, start_us))
 
@@ -565,6 +691,24 @@ class Session:
         self.send(self.resources())
 
     def on_send_results(self, msg: p.SendResults) -> None:
+        """The new tails of watched outputs (``update`` items), then ``end``. A file that
+        shrank stops being watched."""
+        self.results_announced = False
+        for run in self.tasks.values():
+            for w in list(run.watched):
+                try:
+                    with open(w.path, "rb") as f:
+                        size = os.fstat(f.fileno()).st_size
+                        if size < w.offset:
+                            run.watched.remove(w)
+                            continue
+                        f.seek(w.offset)
+                        data = f.read(min(size - w.offset, UPDATE_CHUNK))
+                except OSError:
+                    continue
+                if data:
+                    self.send(p.Update(run.msg.task_id, w.rel, w.offset, data))
+                    w.offset += len(data)
         self.send(p.End())
 
     def close(self) -> None:
