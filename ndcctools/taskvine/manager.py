@@ -345,7 +345,7 @@ class Manager:
 
     def declare_temp(self) -> File:
         """A file that lives only on workers: output of one task, input of later ones."""
-        if not self._engine.peer_transfers:  # nothing could move it: go through here
+        if not self._engine.delivery.peer_transfers:  # nothing could move it: go through here
             path = os.path.join(self._info.staging, "temp", cachenames.random_name("temp"))
             os.makedirs(os.path.dirname(path), exist_ok=True)
             return self.declare_file(path, cache=True, unlink_when_done=True)
@@ -362,12 +362,12 @@ class Manager:
                                    flags))
 
     def enable_peer_transfers(self) -> None:
-        self._engine.peer_transfers = True
+        self._engine.delivery.peer_transfers = True
 
     def disable_peer_transfers(self) -> None:
         """Workers stop copying files from each other; temps declared from now on are kept on
         the manager instead."""
-        self._engine.peer_transfers = False
+        self._engine.delivery.peer_transfers = False
 
     def prune_file(self, file: File) -> None:
         """Delete the replicas of ``file`` from workers (where no task uses it) but keep the

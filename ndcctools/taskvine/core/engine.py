@@ -17,7 +17,6 @@ debug log, and its tasks go back to the queue; the other workers are not affecte
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import selectors
@@ -29,15 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import cvine
 from .. import protocol as p
-from ..items import outgoing, tree_size
 from ..resources import Resources
 from ..results import result_string
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
-from .replicas import ReplicaIndex
+from .delivery import Delivery
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
 from .tasks import (
-    DONE,
     READY,
     RETRIEVED,
     RUNNING,
@@ -46,7 +43,6 @@ from .tasks import (
     TaskRecord,
     TaskTable,
 )
-from .transfers import Transfers, original_source
 from .workers import WorkerRecord
 
 if TYPE_CHECKING:
@@ -86,11 +82,10 @@ class Engine:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
         self._to_flush: set[Connection] = set()
-        self.replicas = ReplicaIndex()
-        self.transfers = Transfers()
-        self.peer_transfers = True
-        self.producers: dict[str, Task] = {}  # output cachename -> last task that makes it
-        self.recovering: dict[str, TaskRecord] = {}  # temp cachename -> its recovery task
+        self.delivery = Delivery(self.workers, self.tasks, tuning, debug, txn, self.counters,
+                                 self._send, self._send_raw, self._drop_replica, self._wake)
+        self.replicas = self.delivery.replicas
+        self.transfers = self.delivery.transfers
         self._dirty = True
         self._next_timers = 0.0
         self._closed = False
@@ -99,7 +94,7 @@ class Engine:
     def submit(self, task: Task) -> TaskRecord:
         rec = self.tasks.submit(task)
         for mount in task._outputs:
-            self.producers[mount.file._cachename] = task
+            self.delivery.producers[mount.file._cachename] = task
             if mount.flags & cvine.VINE_WATCH:
                 _truncate(mount.file._source)
         rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
@@ -162,9 +157,12 @@ class Engine:
                 self._drop_replica(w, cachename)
                 self._send(w, p.Unlink(cachename))
         if undeclared:
-            self.producers.pop(cachename, None)
-            self.recovering.pop(cachename, None)
+            self.delivery.forget(cachename)
         self._flush()
+
+    def _wake(self) -> None:
+        """Something changed that may let a task be dispatched."""
+        self._dirty = True
 
     def _drop_replica(self, w: WorkerRecord, cachename: str) -> None:
         w.cache_bytes -= w.cache.pop(cachename, 0) or 0
@@ -327,13 +325,13 @@ class Engine:
             if task._time_start and now_us < task._time_start:
                 continue
             if task._strict:
-                placed = self._strict_inputs_placed(task)
+                placed = self.delivery.strict_inputs_placed(task)
                 if placed is None:
                     expired.append((rec, cvine.VINE_RESULT_FIXED_LOCATION_MISSING))
                 if not placed:
                     continue
             if task._inputs:
-                missing = self._inputs_pending(task, to_recover)
+                missing = self.delivery.inputs_pending(task, to_recover)
                 if missing is not None:
                     if missing:
                         expired.append((rec, cvine.VINE_RESULT_INPUT_MISSING))
@@ -351,115 +349,8 @@ class Engine:
         for rec, result in expired:
             self.tasks.finish(rec, result)
         for name in to_recover:
-            self._recover(name)
+            self.delivery.recover(name)
         return dispatched
-
-    def _inputs_pending(self, task: Task, to_recover: list[str]) -> bool | None:
-        """None if every input can be had; False if one must be waited for (a local file or a
-        temp that a task in flight will produce, a temp being recovered or queued for
-        recovery into ``to_recover``); True if a temp is lost for good (its recovery task
-        failed)."""
-        verdict = None
-        for mount in task._inputs:
-            f = mount.file
-            if f._type == cvine.VINE_FILE:
-                if not os.path.exists(f._source) and \
-                        _in_flight(getattr(self.producers.get(f._cachename), "_record", None)):
-                    verdict = False
-                continue
-            if f._type != cvine.VINE_TEMP:
-                continue
-            name = f._cachename
-            if self.replicas.count(name):
-                continue
-            verdict = False
-            producer = self.producers.get(name)
-            if producer is None or _in_flight(producer._record):
-                continue  # not submitted yet, or still running: its output will come
-            rec = self.recovering.get(name)
-            if rec is not None and rec.state != DONE:
-                continue
-            if rec is not None and not (rec.result == cvine.VINE_RESULT_SUCCESS
-                                        and rec.exit_code == 0):
-                self.debug.write("vine", f"temp file {name} is lost: its recovery task "
-                                 f"{rec.task_id} failed")
-                return True
-            if name not in to_recover:
-                to_recover.append(name)
-        return verdict
-
-    def _strict_inputs_placed(self, task: Task) -> bool | None:
-        """For a task with ``strict_input`` inputs: True if a worker holds all of them, False
-        if one of them is still being produced, None if they will never be in one place."""
-        strict = [m.file._cachename for m in task._inputs if m.flags & cvine.VINE_FIXED_LOCATION]
-        if any(all(name in w.cache for name in strict) for w in self.workers.values()):
-            return True
-        if any(_in_flight(getattr(self.producers.get(name), "_record", None)) for name in strict):
-            return False
-        self.debug.write("vine", f"task {task._record.task_id}: no worker holds all of its "
-                         f"strict inputs {strict}")
-        return None
-
-    def _recover(self, name: str) -> None:
-        """Re-run (hidden) the task that produced temp file ``name``."""
-        producer = self.producers.get(name)
-        if producer is None or _in_flight(producer._record) or not _temp_output(producer, name):
-            return
-        running = self.recovering.get(name)
-        if running is not None and running.state != DONE:
-            return
-        clone = _recovery_copy(producer)
-        rec = self.tasks.submit(clone)
-        rec.recovery = True
-        clone._record = rec
-        for mount in clone._outputs:
-            if mount.file._type == cvine.VINE_TEMP:
-                self.recovering[mount.file._cachename] = rec
-        self.counters["tasks_recovery"] += 1
-        self.counters["tasks_submitted"] += 1
-        self.debug.write("vine", f"temp file {name} has no replica left: recovery task "
-                         f"{rec.task_id} re-runs the task that produced it")
-        self._dirty = True
-
-    def _shareable(self, f: File) -> bool:
-        """Whether workers may copy ``f`` from each other."""
-        return self.peer_transfers and f._level > 0 and not f._flags & cvine.VINE_PEER_NOSHARE
-
-    def _peer_source(self, f: File, dest: WorkerRecord) -> WorkerRecord | None:
-        """The least busy worker with a ready replica that may serve ``dest`` now."""
-        if not self._shareable(f):
-            return None
-        limit = self.tuning.worker_source_max_transfers
-        best, best_load = None, limit
-        for w in self.replicas.holders(f._cachename):
-            if w is dest or not w.transfer_port or w.conn.closed:
-                continue
-            load = self.transfers.count_from(w)
-            if load < best_load and self.transfers.usable_source(w):
-                best, best_load = w, load
-        return best
-
-    def _can_deliver(self, task: Task, w: WorkerRecord) -> bool:
-        """Every input of ``task`` is on ``w`` or can be sent there now."""
-        for mount in task._inputs:
-            f = mount.file
-            name = f._cachename
-            if name in w.cache:
-                continue
-            if mount.flags & cvine.VINE_FIXED_LOCATION:
-                return False
-            if self._peer_source(f, w) is not None:
-                continue
-            if f._type == cvine.VINE_TEMP:
-                return False
-            if f._type == cvine.VINE_MINI_TASK:
-                if not self._can_deliver(f._minitask, w):
-                    return False
-                continue
-            if self._shareable(f) and self.transfers.count_from(original_source(name)) >= \
-                    self.tuning.file_source_max_transfers:
-                return False  # wait: one copy from the source, then copies between peers
-        return True
 
     def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
@@ -474,7 +365,7 @@ class Engine:
                 continue
             if not can_ever_fit(request, w.total):
                 continue
-            if task._inputs and not self._can_deliver(task, w):
+            if task._inputs and not self.delivery.can_deliver(task, w):
                 continue
             if task._time_end and w.end_time > 0 and w.end_time * 1e6 < task._time_end:
                 pass  # the worker leaves before the deadline; upstream still sends it
@@ -497,7 +388,7 @@ class Engine:
             return
         rec.metrics["time_when_commit_start"] = int(self.clock() * 1e6)
         for mount in task._inputs:
-            self._put_input(w, mount.file)
+            self.delivery.put_input(w, mount.file)
         for mount in task._outputs:
             name = mount.file._cachename
             w.file_users[name] = w.file_users.get(name, 0) + 1
@@ -520,61 +411,6 @@ class Engine:
         w.tasks[rec.task_id] = rec
         self.counters["tasks_dispatched"] += 1
         self.tasks.move(rec, RUNNING)
-
-    def _put_input(self, w: WorkerRecord, file: File, for_task: bool = True) -> None:
-        """Send ``file`` to ``w`` unless it is there. ``for_task``: a task will use it (else
-        a mini task's recipe does, until its product is built)."""
-        name = file._cachename
-        if for_task:
-            w.file_users[name] = w.file_users.get(name, 0) + 1
-        if name in w.cache:
-            return
-        source = self._peer_source(file, w)
-        if source is not None:
-            tid = self.transfers.start(source, w, name)
-            url = f"workerip://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"
-            self._send(w, p.PutUrl(url, name, file._level, len(file), file._mode or 0o755, tid))
-            w.cache[name] = 0
-            return
-        if file._type == cvine.VINE_TEMP:
-            return  # unreachable: _can_deliver said a peer has it
-        if file._type == cvine.VINE_MINI_TASK:
-            recipe = file._minitask
-            for mount in recipe._inputs:
-                self._put_input(w, mount.file, for_task=False)
-            w.building[name] = file
-            body = p.TaskBody(
-                command=recipe._command, category=recipe._category,
-                env=tuple(f"{k}={v}" for k, v in recipe._env.items() if v is not None),
-                infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
-                              for m in recipe._inputs))
-            self._send(w, p.MiniTaskMsg(file._source, name, file._level, 0, file._mode or 0o755,
-                                        body))
-            w.cache[name] = 0
-            return
-        if file._type == cvine.VINE_URL:
-            tid = self.transfers.start(original_source(name), w, name)
-            self._send(w, p.PutUrl(file._source, name, file._level, 0, file._mode or 0o755, tid))
-            w.cache[name] = 0
-            return
-        self.transfers.start(original_source(name), w, name)
-        start = time.monotonic()
-        if file._type == cvine.VINE_BUFFER:
-            data = file._data or b""
-            self._send(w, p.Put(name, file._level, len(data)))
-            self._send(w, p.FileItem(name, len(data), file._mode or 0o755, 0))
-            self._send_raw(w, data)
-            size = len(data)
-        else:
-            size = _size_of(file._source)
-            self._send(w, p.Put(name, file._level, size))
-            for piece in outgoing(file._source, name, mode=file._mode):
-                self._send_raw(w, piece)
-        w.cache[name] = size
-        w.cache_bytes += size
-        self.counters["bytes_sent"] += size
-        self.txn.transfer(w.worker_id, "INPUT", name, size,
-                          int((time.monotonic() - start) * 1e6), int(self.clock() * 1e6))
 
     def _release(self, rec: TaskRecord) -> None:
         """Give the task's allocation back to its worker."""
@@ -759,43 +595,13 @@ class Engine:
         self.txn.cache_update(w.worker_id, name, msg.size, msg.duration_us, msg.start_us)
         self._dirty = True
         if name in w.building:
-            self._built(w, name)
-        if name in self.producers:
-            self._replicate(name)
-
-    def _replicate(self, name: str) -> None:
-        """Keep ``temp-replica-count`` ready replicas of a temp file."""
-        wanted = int(self.tuning.temp_replica_count) - self.replicas.count(name)
-        file = _temp_output(self.producers[name], name)
-        if wanted <= 0 or file is None:
-            return
-        for w in self.workers.values():
-            if wanted <= 0:
-                break
-            if w.ready and name not in w.cache and w.transfer_port:
-                source = self._peer_source(file, w)
-                if source is None:
-                    return
-                tid = self.transfers.start(source, w, name)
-                url = (f"workerip://{source.addrport.rpartition(':')[0]}:"
-                       f"{source.transfer_port}/{name}")
-                self._send(w, p.PutUrl(url, name, file._level, len(file), 0o755, tid, now=True))
-                w.cache[name] = 0
-                wanted -= 1
-
-    def _built(self, w: WorkerRecord, name: str) -> None:
-        """A mini task on ``w`` built (or failed to build) ``name``: drop the task-level
-        inputs of its recipe that nothing else there uses."""
-        for mount in w.building.pop(name)._minitask._inputs:
-            f = mount.file
-            if f._level == cvine.VINE_CACHE_LEVEL_TASK and not w.file_users.get(f._cachename) \
-                    and f._cachename in w.cache:
-                self._drop_replica(w, f._cachename)
-                self._send(w, p.Unlink(f._cachename))
+            self.delivery.built(w, name)
+        if name in self.delivery.producers:
+            self.delivery.replicate(name)
 
     def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
         if msg.cachename in w.building:
-            self._built(w, msg.cachename)
+            self.delivery.built(w, msg.cachename)
         self._drop_replica(w, msg.cachename)
         t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
         if t is not None and isinstance(t.source, WorkerRecord):
@@ -865,7 +671,7 @@ class Engine:
         lost = self.replicas.drop_worker(w, list(w.cache))
         if self.tuning.immediate_recovery:
             for name in lost:
-                self._recover(name)
+                self.delivery.recover(name)
         self.counters["workers_removed"] += 1
         if reason == "FAILURE":
             self.counters["workers_lost"] += 1
@@ -952,25 +758,6 @@ def _has_room(w: WorkerRecord, mult: float) -> bool:
     return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
 
 
-def _in_flight(rec: TaskRecord | None) -> bool:
-    return rec is not None and rec.state in (READY, RUNNING, WAITING_RETRIEVAL)
-
-
-def _temp_output(task: Task, name: str) -> File | None:
-    """The temp file ``name`` among the outputs of ``task``."""
-    for mount in task._outputs:
-        if mount.file._cachename == name and mount.file._type == cvine.VINE_TEMP:
-            return mount.file
-    return None
-
-
-def _recovery_copy(task: Task) -> Task:
-    """A copy of ``task`` to submit again as a recovery task."""
-    clone = copy.copy(task)
-    clone._inputs, clone._outputs = list(task._inputs), list(task._outputs)
-    clone._env, clone._features = dict(task._env), list(task._features)
-    clone._record = None
-    return clone
 
 
 def _truncate(path: str) -> None:
@@ -989,12 +776,6 @@ def _missing_inputs(task: Task) -> str | None:
             return f._source
     return None
 
-
-def _size_of(path: str) -> int:
-    try:
-        return tree_size(path)
-    except OSError:
-        return 0
 
 
 def _requested(task: Task) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import queue
-import select
 import shutil
 import socket
 import threading
@@ -30,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol as p
 from ..items import ItemReceiver, UnsafeName, check_component, remove_tree
-from ..transport import Splicer
+from ..transport import Splicer, set_io_timeout
 
 CONNECT_TIMEOUT = 30.0
 IO_TIMEOUT = 300.0
@@ -152,7 +151,7 @@ def fetch_from_peer(host: str, port: int, name: str, dest: str) -> None:
     """Receive cache object ``name`` from a peer's transfer server into ``dest``."""
     check_component(name)
     with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock:
-        sock.settimeout(IO_TIMEOUT)
+        set_io_timeout(sock, IO_TIMEOUT)
         sock.sendall(f"get {name}\n".encode())
         receive_item(sock, dest, f"{host}:{port}")
 
@@ -167,11 +166,8 @@ def receive_item(sock: socket.socket, dest: str, peer: str) -> None:
             if decoder.raw_left and not decoder.buffered and receiver.content_fd >= 0:
                 try:
                     n = splicer.move(sock, receiver.content_fd, decoder.raw_left)
-                except BlockingIOError:  # a socket with a timeout is non-blocking underneath
-                    if not select.select([sock], [], [], sock.gettimeout())[0]:
-                        raise TimeoutError(f"{peer} sent nothing for {sock.gettimeout()}s") \
-                            from None
-                    continue
+                except BlockingIOError:  # the socket's SO_RCVTIMEO ran out
+                    raise TimeoutError(f"{peer} sent nothing for {IO_TIMEOUT}s") from None
                 if n == 0:
                     raise OSError(f"{peer} closed the connection in the middle of a file")
                 decoder.consume_raw(n)
@@ -180,7 +176,10 @@ def receive_item(sock: socket.socket, dest: str, peer: str) -> None:
                 continue
             event = decoder.next_event()
             if event is None:
-                data = sock.recv(1 << 16)
+                try:
+                    data = sock.recv(1 << 16)
+                except BlockingIOError:
+                    raise TimeoutError(f"{peer} sent nothing for {IO_TIMEOUT}s") from None
                 if not data:
                     raise OSError(f"{peer} closed the connection before the object was whole")
                 decoder.feed(data)

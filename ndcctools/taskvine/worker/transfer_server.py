@@ -2,9 +2,10 @@
 
 One thread accepts; each connection is served by its own thread (at most ``MAX_CLIENTS`` at
 once): it reads one line ``get <cachename>`` within ``REQUEST_TIMEOUT`` seconds, answers with
-the item stream of ``cache/<cachename>`` (file contents with ``sendfile``) or an ``error``
-item, and closes. Only plain cache entries are served: a name that is not one path
-component, or that names a ``.meta`` file, gets ``error <name> 22``.
+the item stream of ``cache/<cachename>`` (file contents with ``os.sendfile`` on a blocking
+socket: one system call per file, waiting in the kernel) or an ``error`` item, and closes.
+Only plain cache entries are served: a name that is not one path component, or that names
+a ``.meta`` file, gets ``error <name> 22``.
 
 The server only reads the cache directory; objects enter it by an atomic rename, so a peer
 never sees half of one. An object unlinked while it is being sent is still sent whole (the
@@ -20,7 +21,7 @@ import threading
 from .. import protocol as p
 from ..items import FileSegment, UnsafeName, check_component, outgoing
 from ..protocol.urlcode import decode as unurl
-from ..transport import bind_listener
+from ..transport import bind_listener, set_io_timeout
 from .log import WorkerLog
 
 MAX_CLIENTS = 128
@@ -78,7 +79,7 @@ class TransferServer:
         try:
             conn.settimeout(REQUEST_TIMEOUT)
             name = _read_request(conn)
-            conn.settimeout(SEND_TIMEOUT)
+            set_io_timeout(conn, SEND_TIMEOUT)
             self.log(f"transfer server: {addr[0]}:{addr[1]} gets {name}")
             self._send_object(conn, name)
         except (OSError, ValueError) as e:
@@ -97,12 +98,28 @@ class TransferServer:
             return
         for piece in outgoing(path, name, follow_top=False):
             if isinstance(piece, FileSegment):
-                with open(piece.path, "rb") as f:
-                    sent = conn.sendfile(f, 0, piece.length)
-                if sent != piece.length:
-                    raise OSError(f"{name}: sent {sent} of {piece.length} bytes")
+                send_file(conn, piece)
             else:
                 conn.sendall(piece)
+
+
+def send_file(conn: socket.socket, seg: FileSegment) -> None:
+    """``seg`` over a blocking socket with ``os.sendfile`` (``socket.sendfile`` would poll
+    before every chunk when the socket has a timeout)."""
+    fd = os.open(seg.path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, seg.length, os.POSIX_FADV_SEQUENTIAL)
+        offset = 0
+        while offset < seg.length:
+            try:
+                n = os.sendfile(conn.fileno(), fd, offset, seg.length - offset)
+            except BlockingIOError:
+                raise TimeoutError(f"peer took nothing for {SEND_TIMEOUT}s") from None
+            if n == 0:
+                raise OSError(f"{seg.path}: sent {offset} of {seg.length} bytes (it shrank)")
+            offset += n
+    finally:
+        os.close(fd)
 
 
 def _read_request(conn: socket.socket) -> str:
