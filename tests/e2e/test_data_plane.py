@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import ndcctools.taskvine as vine
-from tests.conftest import wait_connected, wait_tasks
+from tests.conftest import wait_connected, wait_tasks, wait_until
 
 
 def transactions(m):
@@ -249,3 +249,74 @@ def test_untar_and_minitask_inputs_are_built_on_the_worker(manager, workers, tmp
     assert done[bad.id].result == "forsaken"
     assert m.fetch_file(made) == "built by a mini task\n"
     assert len(cache_updates(m, made.cachename)) == 1  # built once, then reused
+
+
+def _kill(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_recovery_goes_up_the_chain_when_every_replica_is_lost(manager, workers):
+    m = manager
+    first = workers.start(m)
+    t1, t2 = m.declare_temp(), m.declare_temp()
+    a = vine.Task("seq 1 10 > out")
+    a.add_output(t1, "out")
+    b = vine.Task("sort -rn in > out")
+    b.add_input(t1, "in")
+    b.add_output(t2, "out")
+    m.submit(a)
+    m.submit(b)
+    assert all(t.successful() for t in wait_tasks(m, 2))
+    workers.start(m)
+    wait_connected(m, 2)
+    _kill(first)  # it held the only replicas of both temps
+    c = vine.Task("head -n 3 in")
+    c.add_input(t2, "in")
+    m.submit(c)
+    (done,) = wait_tasks(m, 1, timeout=60)
+    assert done.id == c.id and done.successful() and done.std_output == "10\n9\n8\n"
+    assert m.stats.tasks_recovery == 2
+
+
+def test_immediate_recovery_recreates_a_lost_temp_without_waiting_for_a_consumer(manager,
+                                                                               workers):
+    m = manager
+    m.tune("immediate-recovery", 1)
+    first = workers.start(m)
+    temp = m.declare_temp()
+    a = vine.Task("echo again > out")
+    a.add_output(temp, "out")
+    m.submit(a)
+    wait_tasks(m, 1)
+    workers.start(m)
+    wait_connected(m, 2)
+    _kill(first)
+
+    def recovered():
+        assert m.wait(0.05) is None  # recovery tasks are never returned
+        return m.get_file_replica_count(temp) == 1
+    wait_until(recovered)
+    assert m.stats.tasks_recovery == 1
+    assert m.fetch_file(temp) == "again\n"
+
+
+def test_temp_replica_count_keeps_extra_copies(manager, workers):
+    m = manager
+    m.tune("temp-replica-count", 2)
+    procs = [workers.start(m), workers.start(m)]
+    wait_connected(m, 2)
+    temp = m.declare_temp()
+    a = vine.Task("echo twice > out")
+    a.add_output(temp, "out")
+    m.submit(a)
+    wait_tasks(m, 1)
+    wait_until(lambda: m.wait(0) is None and m.get_file_replica_count(temp) == 2)
+    holder = next(p for p in procs if _holds(p, temp.cachename))
+    _kill(holder)
+    c = vine.Task("cat in")
+    c.add_input(temp, "in")
+    m.submit(c)
+    (done,) = wait_tasks(m, 1)
+    assert done.std_output == "twice\n"
+    assert m.stats.tasks_recovery == 0
