@@ -16,17 +16,13 @@ from ._pending import (
     FuturePythonTask,
     FuturesExecutor,
     LibraryTask,
-    PythonTask,
     VineFuture,
 )
 from .cvine import *  # noqa: F403 - upstream programs use vine.VINE_* too
 from .file import File
 from .manager import Manager
+from .python_task import PythonTask, PythonTaskNoResult
 from .task import Task
-
-
-class PythonTaskNoResult(Exception):
-    """The output of a PythonTask whose function did not return a value."""
 
 
 class DaskVineWarning(UserWarning):

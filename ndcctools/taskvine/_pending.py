@@ -12,7 +12,6 @@ PENDING = {
     "Factory": "a later issue (worker factories)",
     "LibraryTask": "issue 4 (Python on workers)",
     "FunctionCall": "issue 4 (Python on workers)",
-    "PythonTask": "issue 4 (Python on workers)",
     "FuturesExecutor": "a later issue (futures)",
     "FuturePythonTask": "a later issue (futures)",
     "FutureFunctionCall": "a later issue (futures)",

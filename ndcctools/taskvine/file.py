@@ -14,6 +14,16 @@ from typing import Any
 
 from . import cvine
 
+CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}
+
+
+def cache_level(cache: Any) -> int:
+    """The cache level of a ``cache=`` argument (api.md §4.1)."""
+    try:
+        return CACHE_LEVELS[cache]
+    except (KeyError, TypeError):
+        raise ValueError(f"{cache} is not a valid cache level") from None
+
 
 class File:
     """A declared file, buffer, URL or temporary."""

@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import cloudpickle
+
 from . import cvine
 from .core import cachenames
 from .core.debuglog import DebugLog
@@ -30,22 +32,16 @@ from .core.taskgraph import TaskGraphLog
 from .core.tasks import DONE, READY, RUNNING
 from .core.tuning import Tuning
 from .core.txnlog import TransactionLog
-from .file import File
+from .file import File, cache_level
 from .items import remove_tree
+from .python_task import wrapper_source
 from .resources import Resources
 from .task import Task
 from .transport import bind_listener
 from .utils import port_range_from_environment
 
-CACHE_LEVELS = {None: 0, False: 0, "task": 0, True: 1, "workflow": 1, "worker": 2, "forever": 3}
 _RESOURCE_KEYS = ("cores", "memory", "disk", "gpus", "wall_time")
 
-
-def _cache_level(cache: Any) -> int:
-    try:
-        return CACHE_LEVELS[cache]
-    except (KeyError, TypeError):
-        raise ValueError(f"{cache} is not a valid cache level") from None
 
 
 def _timeout(timeout: Any) -> float | None:
@@ -128,6 +124,8 @@ class Manager:
         self._started_us = int(time.time() * 1e6)
         self._uuid = str(uuid.uuid4())
         self._files: dict[str, File] = {}
+        self._functions: dict[int, tuple[Any, File]] = {}  # id(function) -> (function, file)
+        self._wrapper: File | None = None
         self._properties: dict[str, str] = {}
         self._txn.manager_start()
         self._debug.write("tcp", f"listening on port {self.port}")
@@ -294,7 +292,7 @@ class Manager:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"declare_file() takes a path, not {type(path).__name__}")
         path = os.fspath(path)
-        level = _cache_level(cache)
+        level = cache_level(cache)
         flags = (0 if peer_transfer else cvine.VINE_PEER_NOSHARE) | (
             cvine.VINE_UNLINK_WHEN_DONE if unlink_when_done else 0)
         name = cachenames.local_file_name(path, level)
@@ -309,11 +307,40 @@ class Manager:
         if buffer is not None and not isinstance(buffer, (bytes, bytearray, memoryview)):
             raise TypeError(f"declare_buffer() takes bytes or str, not {type(buffer).__name__}")
         data = bytes(buffer) if buffer is not None else None
-        level = _cache_level(cache)
+        level = cache_level(cache)
         flags = 0 if peer_transfer else cvine.VINE_PEER_NOSHARE
         name = cachenames.buffer_name(data, level)
         return self._register(File(cvine.VINE_BUFFER, "buffer", name, level, flags,
                                    size=len(data or b""), data=data))
+
+    def _internal_buffer(self, data: bytes | None, level: int = 0) -> File:
+        """A buffer the library makes for its own tasks (PythonTask arguments and results):
+        not registered, so it is forgotten with the task that holds it."""
+        f = File(cvine.VINE_BUFFER, "buffer", cachenames.random_name("buffer"), level, 0,
+                 size=len(data or b""), data=data)
+        f._manager = self
+        return f
+
+    def _pytask_wrapper(self) -> File:
+        """The PythonTask wrapper program, sent once to each worker and kept there."""
+        if self._wrapper is None:
+            self._wrapper = self._internal_buffer(wrapper_source(), cvine.VINE_CACHE_LEVEL_WORKFLOW)
+        return self._wrapper
+
+    def _function_file(self, func: Any) -> File:
+        """The cloudpickled ``func``, one cached buffer per function object."""
+        known = self._functions.get(id(func))
+        if known is None or known[0] is not func:
+            data = cloudpickle.dumps(func)
+            known = self._functions[id(func)] = (
+                func, self._internal_buffer(data, cvine.VINE_CACHE_LEVEL_WORKFLOW))
+        return known[1]
+
+    def undeclare_function(self, func: Any) -> None:
+        """Forget the serialized copy of a PythonTask function (and drop it from workers)."""
+        known = self._functions.pop(id(func), None)
+        if known is not None:
+            self._engine.forget_file(known[1]._cachename)
 
     def fetch_file(self, file: File) -> str | None:
         """The contents of ``file`` as text: read locally, or pulled back from a worker that
@@ -356,7 +383,7 @@ class Manager:
         """A file the worker downloads itself (http, https, ftp, file)."""
         if not isinstance(url, str):
             raise TypeError("declare_url() takes the URL as a str")
-        level = _cache_level(cache)
+        level = cache_level(cache)
         flags = 0 if peer_transfer else cvine.VINE_PEER_NOSHARE
         return self._register(File(cvine.VINE_URL, url, cachenames.url_name(url, level), level,
                                    flags))
@@ -387,7 +414,7 @@ class Manager:
             raise TypeError("declare_minitask() takes a Task")
         if not isinstance(source, str) or not source:
             raise TypeError("declare_minitask() takes the output name as a str")
-        level = _cache_level(cache)
+        level = cache_level(cache)
         task._manager = self
         name = cachenames.minitask_name(
             task._command, [(m.remote_name, m.file._cachename) for m in task._inputs],

@@ -1,4 +1,6 @@
-"""The worker's cache: ``<workspace>/cache/<cachename>`` plus a ``.meta`` file each.
+"""The worker's cache: ``<workspace>/cache/<cachename>``, and a ``.meta`` file beside each
+``forever`` object (the only ones a later worker process reads back; writing metadata for
+the others would double the file-system work of every task for nothing).
 
 The ``Cache`` is the one owner of that directory. Objects arrive four ways: received from
 the manager (``put``: written under ``transfer/`` then renamed in), fetched from a URL or a
@@ -77,7 +79,8 @@ class Cache:
                       time.monotonic())
         self.objects[name] = entry
         self.bytes += entry.size
-        self._write_meta(name, st.st_mode, entry)
+        if level >= LEVEL_FOREVER:
+            self._write_meta(name, st.st_mode, entry)
         return self.update_for(name, transfer_id)
 
     def update_for(self, name: str, transfer_id: str = "X") -> CacheUpdate:
@@ -109,7 +112,8 @@ class Cache:
             self.bytes -= entry.size
         path = self.path(name)
         remove_tree(path)
-        remove_tree(path + ".meta")
+        if entry is None or entry.level >= LEVEL_FOREVER:
+            remove_tree(path + ".meta")
 
     def clear(self, max_level: int) -> None:
         """Remove every object whose level is at most ``max_level``."""

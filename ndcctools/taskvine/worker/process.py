@@ -62,6 +62,8 @@ def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -
 
 
 def kill_group(pid: int) -> None:
+    if pid <= 0:  # not started yet: never signal our own group
+        return
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -1,10 +1,11 @@
 """Task sandboxes: ``<workspace>/task.<id>/`` with inputs linked in from the cache.
 
-Creating and deleting directories and files is what costs most per task on a journaling
-file system (about 100 µs per inode each way on ext4), far more than renaming. So a finished
-sandbox that holds nothing but its stdout file and an empty tmp directory is renamed into a
-small pool (``SandboxPool``) and renamed back as the next task's sandbox; its stdout file is
-truncated when the next process opens it. Anything else is deleted.
+Creating and deleting directories is what costs most per task on a journaling file system
+(``rmdir`` takes about 0.5 ms on ext4, ``unlink`` of a link 20 µs, ``rename`` less). So a
+finished sandbox is emptied of its top-level files and links (inputs linked in, outputs
+left behind) and, when that leaves only its stdout file and an empty tmp directory, renamed
+into a small pool (``SandboxPool``) and renamed back as the next task's sandbox; its stdout
+file is truncated when the next process opens it. Anything else is deleted.
 
 Every sandbox path the manager names is checked twice: lexically (relative, no ``..``) and
 after resolving symlinks (it must still lie inside the sandbox), so neither the manager nor
@@ -43,8 +44,8 @@ class SandboxPool:
             os.mkdir(os.path.join(path, TMP))
 
     def give_back(self, path: str) -> None:
-        """Keep ``path`` for reuse if it is pristine; delete it otherwise."""
-        if len(self.spares) < self.size and _pristine(path):
+        """Keep ``path`` for reuse if emptying its top level makes it pristine; else delete."""
+        if len(self.spares) < self.size and _emptied(path):
             self._serial += 1
             spare = os.path.join(self.dir, f"spare.{self._serial}")
             os.rename(path, spare)
@@ -58,9 +59,20 @@ class SandboxPool:
         self.spares.clear()
 
 
-def _pristine(path: str) -> bool:
+def _emptied(path: str) -> bool:
+    """Unlink the files and links at the top of sandbox ``path``; True if that leaves only
+    its stdout file and an empty tmp directory."""
     try:
-        return set(os.listdir(path)) <= {STDOUT, TMP} and not os.listdir(os.path.join(path, TMP))
+        pristine = True
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name in (STDOUT, TMP):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pristine = False
+                else:
+                    os.unlink(entry.path)
+        return pristine and not os.listdir(os.path.join(path, TMP))
     except OSError:
         return False
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import selectors
+import shutil
 import socket
 import time
 from collections import deque
@@ -41,6 +42,7 @@ from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
+from .pyfork import ForkServer, python_task_argv
 from .resources import MB, Ledger
 from .sandbox import Sandbox, SandboxPool
 
@@ -53,6 +55,7 @@ MOUNT_WATCH = 2
 MOUNT_SYMLINK = 32
 MOUNT_MKDIR = 64
 FETCHES = "fetches"  # selector tag of the fetcher's wake-up pipe
+FORKS = "forks"  # selector tag of a fork server's socket
 WATCH_INTERVAL = 0.5  # seconds between looks at watched outputs
 DISK_CHECK_INTERVAL = 5.0  # seconds between measurements of sandboxes with a disk limit
 UPDATE_CHUNK = 1 << 20  # at most this many bytes of one watched file per ``update``
@@ -73,7 +76,7 @@ class TaskRun:
     """One task on this worker."""
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
-                 "kill_result", "running", "watched", "sandbox_mb")
+                 "kill_result", "running", "watched", "sandbox_mb", "fork_id")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -87,6 +90,7 @@ class TaskRun:
         self.running = False
         self.watched: list[Watched] = []
         self.sandbox_mb = 0
+        self.fork_id = 0  # request to a fork server (0: started with posix_spawn)
 
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
@@ -134,6 +138,9 @@ class Session:
         self.next_watch = 0.0
         self.next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
         self.trimmed = (0, 0)  # (cache bytes, committed disk) at the last trim_cache()
+        self.forks: dict[str, ForkServer] = {}  # python3 path -> its fork server
+        self.forked: dict[int, TaskRun] = {}  # fork request id -> task
+        self.fork_serial = 0
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> str:
@@ -148,6 +155,8 @@ class Session:
                         self.on_readable()
                     elif key.data is FETCHES:
                         self.on_fetched()
+                    elif key.data is FORKS:
+                        self.on_forked(key.fileobj)
                     else:
                         self.on_exit(key.data)
                 self.start_ready()
@@ -352,18 +361,24 @@ class Session:
             self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}")
             self.finish(run, RESULT_INPUT_MISSING, -1)
             return
-        a = run.alloc
+        self.launch(run, fork=True)
+
+    def launch(self, run: TaskRun, fork: bool) -> None:
+        """Start the process of a task whose sandbox is ready: through a fork server when
+        ``fork`` and it is a PythonTask command, else with ``posix_spawn``."""
+        body, box, a = run.msg.body, run.sandbox, run.alloc
         env = task_environment(body.env, a.cores, a.memory, a.disk, a.gpus, box.tmp)
         run.start_us = int(time.time() * 1e6)
-        try:
-            run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
-        except OSError as e:
-            self.log(f"task {msg.task_id}: cannot start /bin/sh: {e}")
-            self.finish(run, RESULT_FORSAKEN, 0)
-            return
-        run.pidfd = os.pidfd_open(run.pid)
+        if not (fork and self.start_forked(run, env)):
+            try:
+                run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
+            except OSError as e:
+                self.log(f"task {run.msg.task_id}: cannot start /bin/sh: {e}")
+                self.finish(run, RESULT_FORSAKEN, 0)
+                return
+            run.pidfd = os.pidfd_open(run.pid)
+            self.sel.register(run.pidfd, selectors.EVENT_READ, run)
         run.running = True
-        self.sel.register(run.pidfd, selectors.EVENT_READ, run)
         self.ledger.commit(a)
         deadlines = []
         if body.wall_time:
@@ -372,6 +387,52 @@ class Session:
             deadlines.append((float(int(body.end_time)), RESULT_MAX_END_TIME))
         if deadlines:
             run.deadline = min(deadlines)
+
+    def start_forked(self, run: TaskRun, env: dict[str, str]) -> bool:
+        """Start a PythonTask command through a fork server (pyfork.py); False if this
+        command or interpreter cannot go that way."""
+        argv = python_task_argv(run.msg.body.command)
+        if argv is None or env.get("PONCHO_PREFIX") or run.msg.task_id < 0:
+            return False
+        python = shutil.which("python3", path=env.get("PATH"))
+        if python is None:
+            return False
+        server = self.forks.get(python)
+        if server is None:
+            server = self.forks[python] = ForkServer(python)
+            self.sel.register(server.sock, selectors.EVENT_READ, FORKS)
+        if not server.alive:
+            return False
+        self.fork_serial += 1
+        if not server.start(self.fork_serial, argv, run.sandbox.path, env, run.sandbox.stdout):
+            return False
+        run.fork_id = self.fork_serial
+        self.forked[run.fork_id] = run
+        return True
+
+    def on_forked(self, sock: socket.socket) -> None:
+        """Pids and exit statuses of forked tasks; tasks of a server that died start again
+        the ordinary way."""
+        server = next(s for s in self.forks.values() if s.sock is sock)
+        for event in server.events():
+            run = self.forked.get(event["id"])
+            if "pid" in event:
+                if run is None or run.kill_result or run.msg.task_id not in self.tasks:
+                    kill_group(event["pid"])  # killed before we knew its pid
+                if run is not None:
+                    run.pid = event["pid"]
+            elif run is not None:
+                del self.forked[event["id"]]
+                self.on_exit(run, event["status"])
+        if not server.alive:
+            self.sel.unregister(sock)
+            self.log(f"fork server of {server.proc.args[0]} ended: starting Python tasks "
+                     "with a new interpreter each")
+            for fork_id, run in [(i, r) for i, r in self.forked.items() if r.pid == 0]:
+                del self.forked[fork_id]
+                run.fork_id = 0
+                self.release(run)
+                self.launch(run, fork=False)
 
     def check_deadlines(self) -> None:
         now = time.time()
@@ -431,8 +492,12 @@ class Session:
                          f"{run.alloc.disk} MB: killing it")
                 kill_group(run.pid)
 
-    def on_exit(self, run: TaskRun) -> None:
-        status = self.reap(run)
+    def on_exit(self, run: TaskRun, status: int | None = None) -> None:
+        """A task's process ended; ``status`` is given for forked ones (else reaped here)."""
+        if status is None:
+            status = self.reap(run)
+        else:
+            self.release(run)
         end_us = int(time.time() * 1e6)
         signaled, code = exit_status(status)
         run.watched.clear()  # the manager fetches the whole outputs now
@@ -453,14 +518,18 @@ class Session:
         self.finish(run, run.kill_result, code, end_us)
 
     def reap(self, run: TaskRun) -> int:
+        """Collect a spawned process that ended (or was killed); its wait status."""
         self.sel.unregister(run.pidfd)
         os.close(run.pidfd)
         run.pidfd = -1
+        self.release(run)
+        _, status = os.waitpid(run.pid, 0)
+        return status
+
+    def release(self, run: TaskRun) -> None:
         run.running = False
         self.ledger.release(run.alloc)
         self.idle_since = time.monotonic()
-        _, status = os.waitpid(run.pid, 0)
-        return status
 
     def finish(self, run: TaskRun, result: int, code: int, end_us: int = 0) -> None:
         if run.msg.task_id < 0:  # a mini task that could not start
@@ -495,7 +564,11 @@ class Session:
                 continue
             if run.running:
                 kill_group(run.pid)
-                self.reap(run)
+                if run.fork_id:  # its server reports the exit; nobody waits for it now
+                    self.forked.pop(run.fork_id, None)
+                    self.release(run)
+                else:
+                    self.reap(run)
             elif run in self.queue:
                 self.queue.remove(run)
             if run.sandbox is not None:
@@ -722,6 +795,8 @@ class Session:
             self.receiving = None
         self.cache.clear(1)
         self.pool.clear()
+        for server in self.forks.values():
+            server.close()
         self.sel.close()
         self.outbox.close()
         self.splicer.close()
