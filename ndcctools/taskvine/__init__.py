@@ -11,17 +11,16 @@ from ._pending import (
     DaskVine,
     DaskVineDag,
     Factory,
-    FunctionCall,
     FutureFunctionCall,
     FuturePythonTask,
     FuturesExecutor,
-    LibraryTask,
     VineFuture,
 )
 from .cvine import *  # noqa: F403 - upstream programs use vine.VINE_* too
 from .file import File
 from .manager import Manager
 from .python_task import PythonTask, PythonTaskNoResult
+from .serverless import FunctionCall, LibraryTask
 from .task import Task
 
 

@@ -10,8 +10,6 @@ from typing import Any
 
 PENDING = {
     "Factory": "a later issue (worker factories)",
-    "LibraryTask": "issue 4 (Python on workers)",
-    "FunctionCall": "issue 4 (Python on workers)",
     "FuturesExecutor": "a later issue (futures)",
     "FuturePythonTask": "a later issue (futures)",
     "FutureFunctionCall": "a later issue (futures)",

@@ -15,7 +15,7 @@ import shutil
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -36,6 +36,7 @@ from .file import File, cache_level
 from .items import remove_tree
 from .python_task import wrapper_source
 from .resources import Resources
+from .serverless import EXEC_MODES, LibraryTask, library_files
 from .task import Task
 from .transport import bind_listener
 from .utils import port_range_from_environment
@@ -118,6 +119,7 @@ class Manager:
         graph = TaskGraphLog(os.path.join(self._info.logs, "taskgraph"))
         self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
         self._engine.status_builder = self._status_bytes
+        self._engine.library_log = self._write_library_log
         self._name = name
         self._shutdown = shutdown
         self._priority = 0
@@ -367,9 +369,6 @@ class Manager:
 
     remove_file = undeclare_file
 
-    def _pending(self, what: str, issue: str) -> Any:
-        raise NotImplementedError(f"{what} is not available yet: it arrives with issue {issue}")
-
     def declare_temp(self) -> File:
         """A file that lives only on workers: output of one task, input of later ones."""
         if not self._engine.delivery.peer_transfers:  # nothing could move it: go through here
@@ -464,11 +463,75 @@ class Manager:
             raise TypeError(f"{what}() takes a File or a path")
         return package
 
-    def install_library(self, *args: Any, **kwargs: Any) -> None:
-        self._pending("install_library", "4 (Python on workers)")
+    # ------------------------------------------------------------------ serverless
+    def create_library_from_functions(
+            self, library_name: str, *functions: Callable, poncho_env: str | None = None,
+            init_command: str | None = None, add_env: bool = True,
+            hoisting_modules: Sequence[Any] | None = None, exec_mode: str = "fork",
+            library_context_info: Sequence[Any] | None = None) -> LibraryTask:
+        """A library serving ``functions`` (by ``__name__``) from a Python process kept warm
+        on each worker that runs calls into it. ``add_env`` does not pack an environment
+        here: the worker's ``python3`` runs the library unless ``poncho_env`` is given."""
+        code, info = library_files(library_name, functions, exec_mode, hoisting_modules,
+                                   library_context_info)
+        command = "python3 library_code.py"
+        t = LibraryTask(f"{init_command} {command}" if init_command else command, library_name)
+        level = cvine.VINE_CACHE_LEVEL_WORKFLOW
+        t.add_input(self._internal_buffer(code, level), "library_code.py")
+        t.add_input(self._internal_buffer(info, level), "library_info.clpk")
+        t._exec_mode = EXEC_MODES[exec_mode]
+        if poncho_env is not None:
+            t.add_environment(self.declare_poncho(poncho_env, cache=True))
+        return t
 
-    def create_library_from_functions(self, *args: Any, **kwargs: Any) -> Any:
-        return self._pending("create_library_from_functions", "4 (Python on workers)")
+    def create_library_from_serverized_files(self, library_name: str, library_path: str,
+                                             env: File | str | None = None) -> LibraryTask:
+        """A library from a directory holding ``library_code.py`` and ``library_info.clpk``
+        (or from the path of that ``library_code.py``)."""
+        folder = library_path if os.path.isdir(library_path) else os.path.dirname(library_path)
+        t = LibraryTask("python3 library_code.py", library_name)
+        for name in ("library_code.py", "library_info.clpk"):
+            t.add_input(self.declare_file(os.path.join(folder, name), cache=True), name)
+        if env is not None:
+            t.add_environment(self._package_file(env, "create_library_from_serverized_files")
+                              if isinstance(env, File) else self.declare_poncho(env, cache=True))
+        return t
+
+    def create_library_from_command(self, executable_path: str, library_name: str,
+                                    env: File | str | None = None) -> LibraryTask:
+        """A library whose process is any program speaking the library protocol."""
+        t = LibraryTask("./library_exe", library_name)
+        exe = self.declare_file(executable_path, cache=True)
+        t.add_input(exe, "library_exe")
+        if env is not None:
+            t.add_environment(env if isinstance(env, File) else
+                              self.declare_poncho(env, cache=True))
+        return t
+
+    def install_library(self, task: LibraryTask) -> None:
+        """Register a library; instances start on workers when calls need them."""
+        if not isinstance(task, LibraryTask):
+            raise TypeError("install_library() takes a LibraryTask (e.g. from "
+                            "create_library_from_functions)")
+        task._manager = self
+        self._engine.libraries.install(task)
+        self._engine._dirty = True
+
+    def remove_library(self, name: str) -> None:
+        """Forget library ``name`` and stop its instances; its waiting calls end with
+        ``missing library``."""
+        self._engine.remove_library(name)
+
+    def check_library_exists(self, name: str) -> bool:
+        if not isinstance(name, str):
+            raise TypeError("check_library_exists() takes the library name as a str")
+        return self._engine.libraries.exists(name)
+
+    def _write_library_log(self, task_id: int, output: bytes) -> None:
+        os.makedirs(self._info.library_logs, exist_ok=True)
+        path = os.path.join(self._info.library_logs, f"library-task-{task_id}.log")
+        with open(path, "ab") as f:
+            f.write(output)
 
     # ------------------------------------------------------------------ resources, workers
     def tune(self, name: str, value: float) -> int:

@@ -37,6 +37,10 @@ _SCHEDULERS = {"fcfs": cvine.VINE_SCHEDULE_FCFS, "files": cvine.VINE_SCHEDULE_FI
                "worst": cvine.VINE_SCHEDULE_WORST, "disk": cvine.VINE_SCHEDULE_DISK}
 
 
+class FunctionCallNoResult(Exception):
+    """The output of a FunctionCall that did not complete."""
+
+
 class ResourceSummary:
     """Resource values of a task (requested, allocated or measured); unset fields are -1."""
 

@@ -17,6 +17,7 @@ debug log, and its tasks go back to the queue; the other workers are not affecte
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import selectors
@@ -33,6 +34,7 @@ from ..results import result_string
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
 from .delivery import Delivery
+from .libraries import LibraryTable
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
 from .tasks import (
     READY,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from .txnlog import TransactionLog
 
 RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EXHAUSTION}
+NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
               cvine.VINE_RESULT_RESOURCE_EXHAUSTION}
 
@@ -86,6 +89,7 @@ class Engine:
                                  self._send, self._send_raw, self._drop_replica, self._wake)
         self.replicas = self.delivery.replicas
         self.transfers = self.delivery.transfers
+        self.libraries = LibraryTable()
         self._dirty = True
         self._next_timers = 0.0
         self._closed = False
@@ -144,6 +148,7 @@ class Engine:
             self.tasks.finish(rec)
         elif rec.state == RUNNING:
             w = rec.worker
+            self._free_slot(rec)
             self._release(rec)
             self._send(w, p.Kill(rec.task_id))
             self.tasks.finish(rec)
@@ -306,7 +311,9 @@ class Engine:
         mult = self.tuning.resource_submit_multiplier
         candidates = [w for w in self.workers.values() if w.ready and _has_room(w, mult)
                       and not self._is_blocked(w)]
-        if not candidates or self.tuning.wait_for_workers > len(self.workers):
+        if self.tuning.wait_for_workers > len(self.workers):
+            return False
+        if not candidates and not self.libraries.has_free_slot():
             return False
         dispatched = False
         depth = int(self.tuning.attempt_schedule_depth)
@@ -314,6 +321,7 @@ class Engine:
         policy = self.tuning.policy
         expired: list[tuple[TaskRecord, int]] = []
         to_recover: list[str] = []
+        wanted: set[str] = set()  # libraries whose calls found no free slot
         for rec in self.tasks.ready_in_order():
             depth -= 1
             if depth < 0:
@@ -336,6 +344,14 @@ class Engine:
                     if missing:
                         expired.append((rec, cvine.VINE_RESULT_INPUT_MISSING))
                     continue
+            if task._library_required is not None:
+                dispatched |= self._place_call(rec, expired, wanted)
+                continue
+            if rec.library is not None and not self.libraries.exists(rec.library):
+                expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY))
+                continue
+            if not candidates:
+                continue
             choice = self._choose_worker(rec, candidates, policy, mult)
             if choice is None:
                 continue
@@ -344,13 +360,51 @@ class Engine:
             dispatched = True
             if not _has_room(w, mult):
                 candidates.remove(w)
-                if not candidates:
+                if not candidates and not self.libraries.has_free_slot():
                     break
         for rec, result in expired:
             self.tasks.finish(rec, result)
         for name in to_recover:
             self.delivery.recover(name)
+        for name in wanted:
+            self._start_instance(name)
         return dispatched
+
+    def _place_call(self, rec: TaskRecord, expired: list, wanted: set[str]) -> bool:
+        """Send a function call to an instance of its library with a free slot; True if
+        sent. Without one, the library is ``wanted``; without the library, the call ends."""
+        name = rec.task._library_required
+        if not self.libraries.exists(name):
+            rec.stdout = self.libraries.why_missing(name)
+            expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY))
+            return False
+        inst = self.libraries.slot_for(name)
+        if inst is None:
+            wanted.add(name)
+            return False
+        if rec.task._inputs and not self.delivery.can_deliver(rec.task, inst.worker):
+            return False
+        inst.calls.add(rec.task_id)
+        rec.instance = inst
+        self._dispatch(rec, inst.worker, NOTHING)
+        return True
+
+    def _start_instance(self, name: str) -> None:
+        """Submit a hidden copy of library ``name``'s template, if a worker could take it."""
+        if not self.libraries.wants_instance(name, self.workers.values()):
+            return
+        clone = self.libraries.new_instance(name)
+        clone._priority = math.inf  # ahead of the calls waiting for it
+        rec = self.tasks.submit(clone, library=name)
+        clone._record = rec
+        self.libraries.pending[name] = rec
+        self.debug.write("vine", f"starting an instance of library {name} as task {rec.task_id}")
+        self._dirty = True
+
+    def _free_slot(self, rec: TaskRecord) -> None:
+        if rec.instance is not None:
+            rec.instance.calls.discard(rec.task_id)
+            rec.instance = None
 
     def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
@@ -362,6 +416,8 @@ class Engine:
         best, best_alloc, best_bytes = None, None, -1
         for w in candidates:
             if task._features and not w.features.issuperset(task._features):
+                continue
+            if rec.library is not None and self.libraries.on_worker(w, rec.library):
                 continue
             if not can_ever_fit(request, w.total):
                 continue
@@ -401,7 +457,13 @@ class Engine:
             env=tuple(f"{k}={v}" for k, v in task._env.items() if v is not None),
             infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags) for m in task._inputs),
             outfiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
-                           for m in task._outputs))
+                           for m in task._outputs),
+            needs_library=task._library_required)
+        if rec.library is not None:
+            slots = self.libraries.dispatched(rec, w, alloc.cores)
+            body = dataclasses.replace(body, provides_library=rec.library, function_slots=slots,
+                                       func_exec_mode=task._exec_mode or None)
+            self.txn.library(rec.task_id, "SENT", w.worker_id)
         self._send(w, p.TaskMsg(rec.task_id, body))
         rec.metrics["time_when_commit_end"] = int(self.clock() * 1e6)
         rec.worker, rec.allocation = w, alloc
@@ -426,6 +488,10 @@ class Engine:
         rec = w.tasks.get(msg.task_id)
         if rec is None:
             return  # a task we killed or never sent: tolerated (spec §12)
+        if rec.library is not None:
+            self._instance_ended(w, rec, msg)
+            return
+        self._free_slot(rec)
         self._release(rec)
         rec.time_worker_start, rec.time_worker_end = msg.start_us, msg.end_us
         rec.sandbox_mb = msg.sandbox_mb
@@ -454,6 +520,58 @@ class Engine:
                 self._fetch_output(w, rec, mount.file)
         if rec.pending_replies == 0:
             self._finalize(rec, w)
+
+    def _instance_ended(self, w: WorkerRecord, rec: TaskRecord, msg: p.Complete) -> None:
+        """A library instance stopped (it never ends of its own accord): count the failure
+        against its template, keeping its output to explain it."""
+        self._release(rec)
+
+        def settle(output: bytes) -> None:
+            limit = int(self.tuning.max_library_retries)
+            if self.libraries.ended(rec, output, limit):
+                self.debug.write("vine", f"library {rec.library} failed {limit} times: removed; "
+                                 "its calls end with 'missing library'")
+                self._end_calls_of(rec.library)
+            self.txn.library(rec.task_id, "FAILURE", w.worker_id)
+            self.debug.write("vine", f"library instance {rec.task_id} ({rec.library}) on "
+                             f"{w.label()} ended: {output[-2000:].decode('utf-8', 'replace')}")
+            if self.tuning.watch_library_logfiles:
+                self.library_log(rec.task_id, output)
+            self._send(w, p.Kill(rec.task_id))
+            self.tasks.finish(rec, msg.result)
+            self._dirty = True
+
+        if msg.output_length == 0 or msg.inline_stdout:
+            settle(msg.inline_stdout)
+        else:
+            self._request(w, rec, p.SendStdout(rec.task_id), StdoutReply(
+                rec, int(self.tuning.max_task_stdout_storage),
+                lambda r, ok: settle(r.stdout or b"")))
+
+    def library_log(self, task_id: int, output: bytes) -> None:
+        """Replaced by the manager: keep an instance's output in ``library-logs/``."""
+
+    def remove_library(self, name: str) -> None:
+        """Drop template ``name`` and stop its instances."""
+        for inst in self.libraries.remove(name):
+            w, rec = inst.worker, inst.rec
+            self._release(rec)
+            self._send(w, p.Kill(rec.task_id))
+            self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
+        for rec in list(self.tasks.instances.values()):
+            if rec.library == name and rec.state == READY:
+                self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
+        self._end_calls_of(name)
+        self._flush()
+
+    def _end_calls_of(self, name: str) -> None:
+        """Calls waiting for library ``name``, which is gone, end with missing library
+        (calls running in its instances come back forsaken and end the same way)."""
+        for rec in list(self.tasks.records.values()):
+            if rec.state == READY and rec.task._library_required == name:
+                rec.stdout = self.libraries.why_missing(name)
+                self.tasks.finish(rec, cvine.VINE_RESULT_MISSING_LIBRARY)
+        self._dirty = True
 
     def _retry_or_fail(self, rec: TaskRecord, w: WorkerRecord, result: int, code: int) -> None:
         """Forsaken or exhausted: back to the queue unless the task's limit is reached."""
@@ -574,6 +692,10 @@ class Engine:
             if not w.tasks and not w.conn.replies:
                 self._send(w, p.Exit())
                 self.counters["workers_idled_out"] += 1
+        elif key == "library-update":
+            fields = value.split()
+            if len(fields) == 2 and fields[1] == "2":
+                self.txn.library(int(fields[0]), "STARTED", w.worker_id)
         elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
             self.debug.write("vine", f"{w.label()} reports {key} {value}")
 
@@ -659,11 +781,16 @@ class Engine:
         except (KeyError, ValueError):
             pass
         conn.close()
+        self.libraries.drop_worker(w)
         for rec in list(w.tasks.values()):
-            self.debug.write("vine", f"task {rec.task_id} goes back to the queue: worker "
-                             f"{w.label()} is gone")
             w.tasks.pop(rec.task_id)
             rec.worker = None
+            if rec.library is not None:  # an instance: another starts when calls need it
+                self.tasks.finish(rec, cvine.VINE_RESULT_FORSAKEN)
+                continue
+            self.debug.write("vine", f"task {rec.task_id} goes back to the queue: worker "
+                             f"{w.label()} is gone")
+            rec.instance = None
             self.tasks.make_ready(rec)
         while conn.replies:
             conn.replies.popleft().on_lost()

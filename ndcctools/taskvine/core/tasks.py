@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import cvine
 
@@ -48,7 +48,7 @@ class TaskRecord:
                  "addrport", "allocation", "worker", "time_worker_start", "time_worker_end",
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
                  "cancelled", "output_missing", "stdout_length", "recovery", "min_disk",
-                 "output_error")
+                 "output_error", "library", "instance")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -74,6 +74,8 @@ class TaskRecord:
         self.recovery = False  # a hidden re-run that re-creates lost temp files
         self.min_disk = 0  # MB: grown after a sandbox exhaustion
         self.output_error: str | None = None  # why an output could not be retrieved
+        self.library: str | None = None  # name of the library this record is an instance of
+        self.instance: Any = None  # for a function call: the library instance serving it
 
     @property
     def state_name(self) -> str:
@@ -85,7 +87,8 @@ class TaskTable:
 
     def __init__(self, on_change: Callable[[TaskRecord, int, int], None]):
         self._on_change = on_change
-        self.records: dict[int, TaskRecord] = {}
+        self.records: dict[int, TaskRecord] = {}  # the user's tasks (and recovery tasks)
+        self.instances: dict[int, TaskRecord] = {}  # library instances: not the user's
         self._ready: dict[float, deque[TaskRecord]] = {}
         self._priorities: list[float] = []  # ascending; walked from the end
         self.returnable: deque[TaskRecord] = deque()
@@ -93,10 +96,12 @@ class TaskTable:
         self.counts = [0] * 6
 
     # -- lifecycle
-    def submit(self, task: Task) -> TaskRecord:
+    def submit(self, task: Task, library: str | None = None) -> TaskRecord:
+        """Register a task; with ``library``, a hidden instance of that library."""
         rec = TaskRecord(task, self.next_id)
         self.next_id += 1
-        self.records[rec.task_id] = rec
+        rec.library = library
+        (self.instances if library else self.records)[rec.task_id] = rec
         self.counts[INITIAL] += 1
         self.make_ready(rec)
         return rec
@@ -127,7 +132,7 @@ class TaskTable:
         if rec.cancelled:
             rec.result = cvine.VINE_RESULT_CANCELLED
         self.move(rec, RETRIEVED)
-        if rec.recovery:  # never returned by wait(): it leaves the table at once
+        if rec.recovery or rec.library:  # never returned by wait(): gone at once
             self.hand_back(rec)
         else:
             self.returnable.append(rec)
@@ -135,7 +140,8 @@ class TaskTable:
     def hand_back(self, rec: TaskRecord) -> None:
         """``wait()`` returns the task to the user: it leaves the table."""
         self.move(rec, DONE)
-        del self.records[rec.task_id]
+        if self.records.pop(rec.task_id, None) is None:
+            del self.instances[rec.task_id]
         self.counts[DONE] -= 1
 
     # -- queries

@@ -135,6 +135,10 @@ class Sandbox:
     def remove(self) -> None:
         self.pool.give_back(self.path)
 
+    def destroy(self) -> None:
+        """Delete the sandbox without offering it for reuse."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 def _link_or_copy(source: str, dest: str) -> None:
     try:

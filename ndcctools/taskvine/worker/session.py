@@ -40,6 +40,7 @@ from ..resources import Resources
 from ..transport import Outbox, Splicer
 from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
+from .libraries import LibraryError, LibraryProcess
 from .log import WorkerLog
 from .process import exit_status, kill_group, spawn, task_environment
 from .pyfork import ForkServer, python_task_argv
@@ -50,6 +51,7 @@ RESULT_INPUT_MISSING = 1
 RESULT_MAX_END_TIME = 24
 RESULT_FORSAKEN = 40
 RESULT_MAX_WALL_TIME = 56
+RESULT_LIBRARY_EXIT = 96
 RESULT_SANDBOX_EXHAUSTION = 104
 MOUNT_WATCH = 2
 MOUNT_SYMLINK = 32
@@ -76,7 +78,7 @@ class TaskRun:
     """One task on this worker."""
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
-                 "kill_result", "running", "watched", "sandbox_mb", "fork_id")
+                 "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -91,6 +93,7 @@ class TaskRun:
         self.watched: list[Watched] = []
         self.sandbox_mb = 0
         self.fork_id = 0  # request to a fork server (0: started with posix_spawn)
+        self.library: LibraryProcess | None = None  # the library it is, or that serves it
 
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
@@ -138,6 +141,7 @@ class Session:
         self.next_watch = 0.0
         self.next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
         self.trimmed = (0, 0)  # (cache bytes, committed disk) at the last trim_cache()
+        self.libraries: dict[int, LibraryProcess] = {}  # library task id -> process
         self.forks: dict[str, ForkServer] = {}  # python3 path -> its fork server
         self.forked: dict[int, TaskRun] = {}  # fork request id -> task
         self.fork_serial = 0
@@ -157,6 +161,8 @@ class Session:
                         self.on_fetched()
                     elif key.data is FORKS:
                         self.on_forked(key.fileobj)
+                    elif isinstance(key.data, LibraryProcess):
+                        self.on_library(key.data)
                     else:
                         self.on_exit(key.data)
                 self.start_ready()
@@ -288,7 +294,16 @@ class Session:
         if not self.queue:
             return
         for run in list(self.queue):
-            if not self.has_room(run):
+            needs = run.msg.body.needs_library
+            if needs is not None:
+                run.library = self.library_for(needs)
+                if run.library is None:
+                    if not self.library_coming(needs):
+                        self.queue.remove(run)
+                        self.log(f"task {run.msg.task_id}: no library {needs} here")
+                        self.forsake(run)
+                    continue
+            elif not self.has_room(run):
                 continue
             if any(m.cachename in self.fetcher or self.being_built(m.cachename)
                    for m in run.msg.body.infiles):
@@ -347,7 +362,7 @@ class Session:
     def start(self, run: TaskRun) -> None:
         msg, body = run.msg, run.msg.body
         try:
-            name = f"mini.{-msg.task_id}" if msg.task_id < 0 else f"task.{msg.task_id}"
+            name = _sandbox_name(msg)
             box = run.sandbox = Sandbox(self.config.workspace, name, self.pool)
             for m in body.infiles:
                 box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
@@ -361,7 +376,10 @@ class Session:
             self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}")
             self.finish(run, RESULT_INPUT_MISSING, -1)
             return
-        self.launch(run, fork=True)
+        if body.needs_library is not None:
+            self.invoke(run)
+        else:
+            self.launch(run, fork=True)
 
     def launch(self, run: TaskRun, fork: bool) -> None:
         """Start the process of a task whose sandbox is ready: through a fork server when
@@ -369,15 +387,27 @@ class Session:
         body, box, a = run.msg.body, run.sandbox, run.alloc
         env = task_environment(body.env, a.cores, a.memory, a.disk, a.gpus, box.tmp)
         run.start_us = int(time.time() * 1e6)
+        command, lib_fds = body.command, ()
+        if body.provides_library is not None:
+            run.library = LibraryProcess(run.msg.task_id, body, int(a.cores))
+            lib_fds = run.library.open_pipes()
+            command += run.library.arguments(*lib_fds, int(a.cores), os.getpid())
         if not (fork and self.start_forked(run, env)):
             try:
-                run.pid = spawn(body.command, box.path, box.stdout, env, self.config.workspace)
+                run.pid = spawn(command, box.path, box.stdout, env, self.config.workspace)
             except OSError as e:
                 self.log(f"task {run.msg.task_id}: cannot start /bin/sh: {e}")
                 self.finish(run, RESULT_FORSAKEN, 0)
                 return
+            finally:
+                for fd in lib_fds:
+                    os.close(fd)
             run.pidfd = os.pidfd_open(run.pid)
             self.sel.register(run.pidfd, selectors.EVENT_READ, run)
+        if lib_fds:
+            self.libraries[run.msg.task_id] = run.library
+            self.sel.register(run.library.from_library, selectors.EVENT_READ, run.library)
+            self.send(p.Info("library-update", f"{run.msg.task_id} 2"))
         run.running = True
         self.ledger.commit(a)
         deadlines = []
@@ -433,6 +463,73 @@ class Session:
                 run.fork_id = 0
                 self.release(run)
                 self.launch(run, fork=False)
+
+    # ------------------------------------------------------------------ libraries
+    def library_for(self, name: str) -> LibraryProcess | None:
+        """A ready instance of library ``name`` with a free slot (the least busy one)."""
+        best = None
+        for lib in self.libraries.values():
+            if lib.name == name and lib.free_slots > 0 and (
+                    best is None or lib.free_slots > best.free_slots):
+                best = lib
+        return best
+
+    def library_coming(self, name: str) -> bool:
+        """Whether an instance of ``name`` runs (or waits to start) here."""
+        return any(lib.name == name for lib in self.libraries.values()) or any(
+            r.msg.body.provides_library == name for r in self.queue)
+
+    def invoke(self, call: TaskRun) -> None:
+        """Send a function call, whose sandbox is ready, to its library."""
+        box = call.sandbox
+        os.close(os.open(box.stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        call.start_us = int(time.time() * 1e6)
+        call.running = True
+        try:
+            call.library.invoke(call.msg.task_id, call.msg.body.command,
+                                os.path.abspath(box.path), os.path.abspath(box.stdout), call)
+        except OSError as e:  # the library is gone; its exit forsakes the call
+            self.log(f"call {call.msg.task_id}: cannot reach library {call.library.name}: {e}")
+            call.library.calls[call.msg.task_id] = call
+
+    def on_library(self, lib: LibraryProcess) -> None:
+        try:
+            finished, closed = lib.receive()
+        except LibraryError as e:
+            self.log(f"{e}: killing it")
+            finished, closed = [], True
+            kill_group(self.tasks[lib.task_id].pid)
+        for call_id, status in finished:
+            call = lib.calls.pop(call_id, None)
+            if call is not None and self.tasks.get(call_id) is call:
+                call.running = False
+                self.keep_outputs(call)
+                self.finish(call, 0, status, int(time.time() * 1e6))
+        if closed:
+            self.sel.unregister(lib.from_library)
+            lib.close()
+
+    def library_ended(self, run: TaskRun) -> None:
+        """A library process is gone: forsake its calls, and the calls waiting here for a
+        library of that name when no other instance is coming."""
+        lib = self.libraries.pop(run.msg.task_id)
+        if lib.from_library >= 0:
+            self.sel.unregister(lib.from_library)
+            lib.close()
+        for call in lib.calls.values():
+            if self.tasks.get(call.msg.task_id) is call:
+                call.running = False
+                self.forsake(call)
+        lib.calls.clear()
+        if not self.library_coming(lib.name):
+            for call in [r for r in self.queue if r.msg.body.needs_library == lib.name]:
+                self.queue.remove(call)
+                self.forsake(call)
+
+    def forsake(self, run: TaskRun) -> None:
+        self.send(p.Alive())
+        self.send(self.resources())
+        self.finish(run, RESULT_FORSAKEN, 0)
 
     def check_deadlines(self) -> None:
         now = time.time()
@@ -504,18 +601,26 @@ class Session:
         if run.msg.task_id < 0:
             self.mini_done(run, signaled, code)
             return
-        body, box = run.msg.body, run.sandbox
         if run.kill_result == RESULT_SANDBOX_EXHAUSTION:
             self.finish(run, run.kill_result, code, end_us)
             return
-        for m in body.outfiles:
+        if run.msg.task_id in self.libraries:
+            self.library_ended(run)
+            self.finish(run, RESULT_LIBRARY_EXIT, 1, end_us)
+            return
+        self.keep_outputs(run)
+        self.finish(run, run.kill_result, code, end_us)
+
+    def keep_outputs(self, run: TaskRun) -> None:
+        """Move what the task produced into the cache (a ``cache-update`` each)."""
+        box = run.sandbox
+        for m in run.msg.body.outfiles:
             try:
                 produced = box.output(m.path)
                 if produced is not None:
                     self.send(self.cache.add(m.cachename, produced, 0, TYPE_PUT, run.start_us))
             except (UnsafeName, OSError) as e:
                 self.log(f"task {run.msg.task_id}: output {m.path!r} not kept: {e}")
-        self.finish(run, run.kill_result, code, end_us)
 
     def reap(self, run: TaskRun) -> int:
         """Collect a spawned process that ended (or was killed); its wait status."""
@@ -536,7 +641,7 @@ class Session:
             self.mini_done(run, False, -1)
             return
         length, inline = 0, b""
-        if run.pid:  # only a process that ran has output (a recycled sandbox may hold old)
+        if run.pid or run.start_us and run.library is not None:  # it ran: it may have output
             try:
                 length = os.stat(run.sandbox.stdout).st_size
             except OSError:
@@ -562,13 +667,20 @@ class Session:
             run = self.tasks.pop(task_id, None)
             if run is None:
                 continue
-            if run.running:
+            if run.running and run.pid <= 0 and run.library is not None:  # a call
+                self.release(run)  # its library may still write there: never reuse it
+                if run.sandbox is not None:
+                    run.sandbox.destroy()
+                    run.sandbox = None
+            elif run.running:
                 kill_group(run.pid)
                 if run.fork_id:  # its server reports the exit; nobody waits for it now
                     self.forked.pop(run.fork_id, None)
                     self.release(run)
                 else:
                     self.reap(run)
+                if task_id in self.libraries:
+                    self.library_ended(run)
             elif run in self.queue:
                 self.queue.remove(run)
             if run.sandbox is not None:
@@ -805,6 +917,17 @@ class Session:
             self.sock.close()
         except OSError:
             pass
+
+
+def _sandbox_name(msg: p.TaskMsg) -> str:
+    body = msg.body
+    if msg.task_id < 0:
+        return f"mini.{-msg.task_id}"
+    if body.needs_library is not None:
+        return f"func.{msg.task_id}"
+    if body.provides_library is not None:
+        return f"libr.{msg.task_id}"
+    return f"task.{msg.task_id}"
 
 
 HANDLERS: dict[type, Callable[[Session, Any], None]] = {

@@ -1,0 +1,181 @@
+"""Serverless end to end: libraries kept warm on real workers and FunctionCalls into them."""
+
+import os
+import signal
+import sys
+
+import cloudpickle
+import psutil
+import pytest
+
+import ndcctools.taskvine as vine
+from ndcctools.taskvine.task import FunctionCallNoResult
+from tests.conftest import wait_tasks, wait_until
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def area(w, h):
+    return w * h
+
+
+def fails(text):
+    raise ValueError(text)
+
+
+def uses_hoisted(x):
+    return math.sqrt(x)  # noqa: F821 - ``math`` is hoisted into the library
+
+
+def from_context(x):
+    from ndcctools.taskvine.utils import load_variable_from_library
+    return load_variable_from_library("offset") + x
+
+
+def make_context(counter_path, offset):
+    with open(counter_path, "a") as f:
+        f.write("loaded\n")
+    return {"offset": offset}
+
+
+def run_calls(m, calls):
+    for c in calls:
+        m.submit(c)
+    done = {t.id: t for t in wait_tasks(m, len(calls))}
+    return [done[c.id] for c in calls]
+
+
+@pytest.mark.parametrize("mode", ["fork", "direct"])
+def test_calls_into_a_library(manager, workers, tmp_path, mode):
+    import math
+    m = manager
+    counter = tmp_path / "context-loads"
+    workers.start(m)
+    lib = m.create_library_from_functions(
+        "tools", area, fails, uses_hoisted, from_context, add_env=False, exec_mode=mode,
+        hoisting_modules=[math], library_context_info=[make_context, [str(counter), 100], {}])
+    lib.set_cores(1)
+    m.install_library(lib)
+    calls = [vine.FunctionCall("tools", "area", i, h=3) for i in range(30)]
+    calls += [vine.FunctionCall("tools", "fails", "it failed"),
+              vine.FunctionCall("tools", "uses_hoisted", 16),
+              vine.FunctionCall("tools", "from_context", 5)]
+    done = run_calls(m, calls)
+    assert [c.output for c in done[:30]] == [3 * i for i in range(30)]
+    assert "ValueError: it failed" in done[30].output  # the traceback, as upstream
+    assert done[31].output == 4.0
+    assert done[32].output == 105
+    assert counter.read_text() == "loaded\n"  # the context ran once for all these calls
+
+
+def test_two_libraries_on_one_worker(manager, workers):
+    m = manager
+    workers.start(m, cores=2)
+    for name in ("first", "second"):
+        lib = m.create_library_from_functions(name, area, add_env=False)
+        lib.set_cores(1)
+        m.install_library(lib)
+    done = run_calls(m, [vine.FunctionCall(name, "area", i, 2) for i in range(10)
+                         for name in ("first", "second")])
+    assert all(c.successful() for c in done)
+    assert {c.hostname for c in done} == {done[0].hostname}
+    assert [c.output for c in done] == [2 * i for i in range(10) for _ in range(2)]
+
+
+def test_calls_with_extra_files(manager, workers, tmp_path):
+    m = manager
+
+    def concat(suffix):
+        with open("extra.txt") as f:
+            text = f.read() + suffix
+        with open("made.txt", "w") as f:
+            f.write(text)
+        return len(text)
+    workers.start(m)
+    lib = m.create_library_from_functions("files", concat, add_env=False)
+    m.install_library(lib)
+    made = tmp_path / "made.txt"
+    c = vine.FunctionCall("files", "concat", "!")
+    c.add_input(m.declare_buffer("hello"), "extra.txt")
+    c.add_output(m.declare_file(str(made)), "made.txt")
+    (done,) = run_calls(m, [c])
+    assert done.output == 6 and made.read_text() == "hello!"
+
+
+def test_a_library_that_cannot_start_ends_its_calls_with_its_error(manager, workers):
+    m = manager
+    m.tune("max-library-retries", 2)
+    workers.start(m)
+    lib = m.create_library_from_functions("broken", area, add_env=False,
+                                          init_command="echo cannot import numpyy >&2; exit 3;")
+    m.install_library(lib)
+    calls = [vine.FunctionCall("broken", "area", 1, 2) for _ in range(3)]
+    done = run_calls(m, calls)
+    for c in done:
+        assert c.result == "missing library"
+        assert isinstance(c.output, FunctionCallNoResult)
+        assert "cannot import numpyy" in c.std_output
+    assert not m.check_library_exists("broken")
+
+
+def test_a_library_whose_context_raises_ends_its_calls(manager, workers):
+    m = manager
+    m.tune("max-library-retries", 1)
+    workers.start(m)
+    lib = m.create_library_from_functions("noctx", area, add_env=False,
+                                          library_context_info=[fails, ["bad context"], {}])
+    m.install_library(lib)
+    (done,) = run_calls(m, [vine.FunctionCall("noctx", "area", 1, 2)])
+    assert done.result == "missing library" and "bad context" in done.std_output
+
+
+def test_a_killed_library_is_restarted_and_its_calls_finish(manager, workers, tmp_path):
+    m = manager
+    proc = workers.start(m)
+    gate = tmp_path / "gate"
+
+    def slow(x, gate_path):
+        import time
+        while not os.path.exists(gate_path):
+            time.sleep(0.02)
+        return x
+    lib = m.create_library_from_functions("slowlib", slow, add_env=False)
+    lib.set_cores(1)
+    m.install_library(lib)
+    calls = [vine.FunctionCall("slowlib", "slow", i, str(gate)) for i in range(6)]
+    for c in calls:
+        m.submit(c)
+
+    def library_process():
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            if "library_code.py" in " ".join(p.cmdline()):
+                return p
+        return None
+    wait_until(lambda: m.wait(0) is None and library_process() is not None)
+    first = library_process()
+    os.kill(first.pid, signal.SIGKILL)
+    gate.touch()
+    done = {t.id: t for t in wait_tasks(m, len(calls))}
+    assert [done[c.id].output for c in calls] == list(range(6))
+
+
+def test_calls_need_an_installed_library(manager, workers):
+    m = manager
+    with pytest.raises(ValueError, match="invalid library name 'nowhere'"):
+        m.submit(vine.FunctionCall("nowhere", "f"))
+    with pytest.raises(TypeError):
+        m.install_library(vine.Task("true"))
+    with pytest.raises(TypeError):
+        m.check_library_exists(3)
+    with pytest.raises(ValueError):
+        m.create_library_from_functions("x", exec_mode="fork")
+    with pytest.raises(ValueError):
+        m.create_library_from_functions("x", area, exec_mode="thread")
+    lib = m.create_library_from_functions("gone", area, add_env=False)
+    m.install_library(lib)
+    c = vine.FunctionCall("gone", "area", 1, 2)
+    m.submit(c)  # no worker yet: it waits
+    m.remove_library("gone")
+    (done,) = wait_tasks(m, 1)
+    assert done.result == "missing library"
+    assert "not installed" in done.std_output
