@@ -15,12 +15,12 @@ import shutil
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import cloudpickle
 
-from . import cvine
+from . import cvine, functional
 from .core import cachenames
 from .core.debuglog import DebugLog
 from .core.engine import Engine
@@ -526,6 +526,32 @@ class Manager:
         if not isinstance(name, str):
             raise TypeError("check_library_exists() takes the library name as a str")
         return self._engine.libraries.exists(name)
+
+    # ------------------------------------------------------------------ functional helpers
+    def map(self, fn: Callable, seq: Iterable[Any], chunksize: int = 1) -> list[Any]:
+        """``[fn(x) for x in seq]`` computed on workers, ``chunksize`` items per task."""
+        return functional.map(self, fn, seq, chunksize)
+
+    def pair(self, fn: Callable, seq1: Iterable[Any], seq2: Iterable[Any], chunksize: int = 1,
+             env: File | None = None) -> list[Any]:
+        """``fn((x, y))`` for every pair of ``itertools.product(seq1, seq2)``."""
+        return functional.pair(self, fn, seq1, seq2, chunksize, env)
+
+    def tree_reduce(self, fn: Callable, seq: Iterable[Any], chunksize: int = 2) -> Any:
+        """Reduce ``seq`` to one value with ``fn(list_of_values)``, chunk by chunk."""
+        return functional.tree_reduce(self, fn, seq, chunksize)
+
+    def remote_map(self, fn: str, seq: Iterable[Any], library: str, name: str,
+                   chunksize: int = 1) -> list[Any]:
+        return functional.remote_map(self, fn, seq, library, name, chunksize)
+
+    def remote_pair(self, fn: str, seq1: Iterable[Any], seq2: Iterable[Any], library: str,
+                    name: str, chunksize: int = 1) -> list[Any]:
+        return functional.remote_pair(self, fn, seq1, seq2, library, name, chunksize)
+
+    def remote_tree_reduce(self, fn: str, seq: Iterable[Any], library: str, name: str,
+                           chunksize: int = 2) -> Any:
+        return functional.remote_tree_reduce(self, fn, seq, library, name, chunksize)
 
     def _write_library_log(self, task_id: int, output: bytes) -> None:
         os.makedirs(self._info.library_logs, exist_ok=True)
