@@ -67,13 +67,12 @@ def check_link_target(target: str) -> str:
 
 def remove_tree(path: str) -> None:
     """Remove a file, link or directory tree; a missing path is fine."""
-    if os.path.isdir(path) and not os.path.islink(path):
+    try:
+        os.unlink(path)  # the common case first: one system call
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (IsADirectoryError, PermissionError):
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            pass
 
 
 def tree_size(path: str) -> int:

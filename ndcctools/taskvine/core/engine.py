@@ -327,6 +327,8 @@ class Engine:
             if depth < 0:
                 break
             task = rec.task
+            if task._library_required in wanted:
+                continue  # an earlier call of this library found no free slot
             if task._time_end and now_us >= task._time_end:
                 expired.append((rec, cvine.VINE_RESULT_MAX_END_TIME))
                 continue

@@ -17,6 +17,7 @@ of disk (``evictable``).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -70,12 +71,17 @@ class Cache:
             transfer_id: str = "X", source: str = "manager") -> CacheUpdate:
         """Move ``path`` into the cache as ``name``; returns the ``cache-update`` to send."""
         dest = self.path(name)
-        if name in self.objects or os.path.lexists(dest):
+        if name in self.objects:
             self.remove(name)
-        os.rename(path, dest)
+        try:
+            os.rename(path, dest)
+        except OSError:  # a leftover directory in the way
+            remove_tree(dest)
+            os.rename(path, dest)
         st = os.lstat(dest)
+        size = st.st_size if stat.S_ISREG(st.st_mode) else tree_size(dest)
         duration = max(0, int(time.time() * 1e6) - start_us)
-        entry = Entry(level, tree_size(dest), int(st.st_mtime), kind, duration, start_us, source,
+        entry = Entry(level, size, int(st.st_mtime), kind, duration, start_us, source,
                       time.monotonic())
         self.objects[name] = entry
         self.bytes += entry.size

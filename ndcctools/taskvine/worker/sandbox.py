@@ -78,13 +78,15 @@ def _emptied(path: str) -> bool:
 
 
 class Sandbox:
-    __slots__ = ("path", "real", "pool")
+    __slots__ = ("path", "real", "pool", "identity")
 
     def __init__(self, root: str, name: str, pool: SandboxPool):
         self.path = os.path.join(root, name)
         self.pool = pool
         pool.make(self.path)
         self.real = os.path.join(pool.real_workspace, name)  # a directory we just made
+        st = os.lstat(self.path)
+        self.identity = (st.st_dev, st.st_ino)
 
     @property
     def stdout(self) -> str:
@@ -95,8 +97,16 @@ class Sandbox:
         return os.path.join(self.path, TMP)
 
     def _inside(self, rel: str) -> str:
-        """The absolute path of ``rel``, refusing anything that leads outside the sandbox."""
-        path = os.path.join(self.path, check_relative(rel))
+        """The absolute path of ``rel``, refusing anything that leads outside the sandbox.
+        A name directly in the sandbox only needs the sandbox to still be the directory we
+        made (one ``lstat``); deeper paths are resolved."""
+        rel = check_relative(rel)
+        path = os.path.join(self.path, rel)
+        if "/" not in rel:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) != self.identity:
+                raise UnsafeName(f"refused sandbox path {rel!r}: the sandbox was replaced")
+            return path
         parent = os.path.realpath(os.path.dirname(path))
         if parent != self.real and not parent.startswith(self.real + os.sep):
             raise UnsafeName(f"refused sandbox path {rel!r}: it leads outside the sandbox")
