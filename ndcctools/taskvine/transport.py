@@ -107,8 +107,9 @@ PIPE_SIZE = 1 << 20
 #: Files of at least this many bytes are written with ``O_DIRECT`` (None: never).
 DIRECT_MIN: int | None = 64 << 20
 DIRECT_ALIGN = 4096  # file offsets, lengths and buffer addresses of direct writes
-DIRECT_CHUNK = 8 << 20  # bytes per buffer, a multiple of DIRECT_ALIGN
-DIRECT_BUFFERS = 3  # buffers per file: one filling, the others being written
+DIRECT_CHUNK = 4 << 20  # bytes per buffer, a multiple of DIRECT_ALIGN
+DIRECT_BUFFERS = 4  # buffers per file: one filling, the others being written
+DIRECT_WRITERS = 2  # helper threads writing them (two writes in flight keep the disk busy)
 
 
 class Splicer:
@@ -195,34 +196,36 @@ class _BufferPool:
         buf.close()
 
 
-_POOL = _BufferPool(keep=2 * DIRECT_BUFFERS)
+_POOL = _BufferPool(keep=DIRECT_BUFFERS)
 
 
 class _DirectFile:
-    """The rest of one file's content, received into aligned buffers that a helper thread
-    writes with ``O_DIRECT`` (on its own duplicate of the descriptor, so a caller that closes
-    ``fd`` early never makes it write elsewhere) while the next buffer fills."""
+    """The rest of one file's content: up to the next aligned offset written as it comes,
+    then received into aligned buffers that ``DIRECT_WRITERS`` helper threads write with
+    ``O_DIRECT`` while the next buffer fills; a last unaligned tail is written after them.
+
+    The helpers write through their own duplicate of the descriptor, so a caller that closes
+    ``fd`` early never makes them write into another file. ``O_DIRECT`` is set on the open
+    file only while the helpers run, so the caller must not write ``fd`` meanwhile."""
 
     def __init__(self, fd: int, left: int) -> None:
         self.fd = fd
         self.left = left  # bytes of the file still to receive
         self._pos = os.lseek(fd, 0, os.SEEK_CUR)  # file offset of the next byte received
-        self._wfd = os.dup(fd)
-        self._is_direct = False  # O_DIRECT is set on the (shared) open file now
+        self._head = min(-self._pos % DIRECT_ALIGN, left)  # bytes before the aligned part
+        self._wfd = -1
+        self._lock = threading.Lock()
         self._can_direct = True
         self._error: OSError | None = None
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        for _ in range(DIRECT_BUFFERS):
-            self._free.put(_POOL.take())
-        self._todo: queue.SimpleQueue[tuple[mmap.mmap, int, int, int] | None] = \
-            queue.SimpleQueue()
-        self._buf: mmap.mmap | None = None  # the buffer being filled
+        self._todo: queue.SimpleQueue[tuple[mmap.mmap, int, int] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._nbuf = 0
+        self._buf: mmap.mmap | None = None  # the buffer being filled, from file offset _base
         self._view: memoryview | None = None
-        self._base = self._start = self._fill = 0  # its file offset, first and end bytes
+        self._base = self._fill = 0
+        self._tail: tuple[mmap.mmap, int, int, int] | None = None  # (buf, start, end, base)
         self._finished = False
-        self._thread = threading.Thread(target=self._write_loop, name="direct-writer",
-                                        daemon=True)
-        self._thread.start()
 
     @classmethod
     def open(cls, fd: int, left: int) -> _DirectFile | None:
@@ -240,28 +243,31 @@ class _DirectFile:
         most ``left`` bytes; 0 means the peer closed. Raises ``BlockingIOError`` if nothing is
         ready, ``TimeoutError`` when a blocking socket's ``SO_RCVTIMEO`` ran out. Once the
         file is complete, waits until it is written."""
+        if self._head:
+            return self._receive_head(sock)
+        if not self._threads:
+            self._start()
         got = 0
         try:
             while self.left:
                 if self._view is None:
                     self._next_buffer()
-                end = min(DIRECT_CHUNK, self._fill + self.left)
+                want = min(DIRECT_CHUNK - self._fill, self.left)
                 try:
-                    n = sock.recv_into(self._view[self._fill:end], end - self._fill,
+                    n = sock.recv_into(self._view[self._fill:self._fill + want], want,
                                        socket.MSG_WAITALL)
                 except OSError as e:
                     if got:
                         break
-                    if isinstance(e, BlockingIOError) and sock.gettimeout() is None:
-                        raise TimeoutError("no data before the socket's timeout") from None
+                    _raise_timeout(sock, e)
                     raise
-                if n == 0:
-                    break
                 got += n
                 self._fill += n
                 self.left -= n
                 if self._fill == DIRECT_CHUNK or not self.left:
                     self._submit()
+                if n < want:  # dry, closed or (blocking socket) timed out
+                    break
         finally:
             if got:  # the caller's file offset moves as if it had written the bytes
                 os.lseek(self.fd, got, os.SEEK_CUR)
@@ -269,87 +275,122 @@ class _DirectFile:
             self.finish()
         return got
 
+    def _receive_head(self, sock: socket.socket) -> int:
+        try:
+            data = sock.recv(self._head)
+        except OSError as e:
+            _raise_timeout(sock, e)
+            raise
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self._head -= len(data)
+        self.left -= len(data)
+        self._pos += len(data)
+        return len(data)
+
+    def _start(self) -> None:
+        self._wfd = os.dup(self.fd)
+        flags = fcntl.fcntl(self._wfd, fcntl.F_GETFL)
+        fcntl.fcntl(self._wfd, fcntl.F_SETFL, flags | os.O_DIRECT)
+        self._nbuf = DIRECT_BUFFERS
+        for _ in range(self._nbuf):
+            self._free.put(_POOL.take())
+        for _ in range(DIRECT_WRITERS):
+            thread = threading.Thread(target=self._write_loop, name="direct-writer",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
     def _next_buffer(self) -> None:
         buf = self._free.get()  # waits while every buffer is being written
         if self._error is not None:
             self._free.put(buf)
             raise self._error
         self._buf, self._view = buf, memoryview(buf)
-        self._start = self._fill = self._pos % DIRECT_ALIGN  # buffer and file aligned alike
-        self._base = self._pos - self._start
+        self._base, self._fill = self._pos, 0
 
     def _submit(self) -> None:
         assert self._buf is not None and self._view is not None
         self._view.release()
-        self._todo.put((self._buf, self._start, self._fill, self._base))
+        aligned = self._fill - self._fill % DIRECT_ALIGN
+        if aligned < self._fill:  # only ever the last buffer: written after the helpers
+            self._tail = (self._buf, aligned, self._fill, self._base)
+        self._todo.put((self._buf, aligned, self._base))
         self._pos = self._base + self._fill
         self._buf = self._view = None
 
     def _write_loop(self) -> None:
         while (item := self._todo.get()) is not None:
-            buf, start, end, base = item
+            buf, length, base = item
             try:
-                if self._error is None:
-                    self._write(buf, start, end, base)
+                if self._error is None and length:
+                    with memoryview(buf) as view:
+                        self._pwrite(view[:length], base)
             except Exception as e:
                 self._error = e if isinstance(e, OSError) else OSError(f"direct write: {e}")
             finally:
                 self._free.put(buf)
 
-    def _write(self, buf: mmap.mmap, start: int, end: int, base: int) -> None:
-        """Bytes ``start:end`` of ``buf`` at file offset ``base + start``: the aligned middle
-        with ``O_DIRECT``, an unaligned head or tail through the page cache."""
-        a = min(-(-start // DIRECT_ALIGN) * DIRECT_ALIGN, end)
-        b = max(a, end // DIRECT_ALIGN * DIRECT_ALIGN)
-        with memoryview(buf) as view:
-            self._pwrite(view[start:a], base + start, False)
-            self._pwrite(view[a:b], base + a, True)
-            self._pwrite(view[b:end], base + b, False)
-
-    def _pwrite(self, data: memoryview, offset: int, direct: bool) -> None:
+    def _pwrite(self, data: memoryview, offset: int) -> None:
         while data:
-            self._set_direct(direct and self._can_direct)
             try:
                 n = os.pwrite(self._wfd, data, offset)
             except OSError as e:
-                if e.errno != errno.EINVAL or not self._is_direct:
+                if e.errno != errno.EINVAL or not self._can_direct:
                     raise
-                self._can_direct = False  # other alignment rules: the page cache it is
+                self._set_buffered()  # other alignment rules: the page cache it is
                 continue
             data = data[n:]
             offset += n
 
-    def _set_direct(self, on: bool) -> None:
-        if on != self._is_direct:
-            flags = fcntl.fcntl(self._wfd, fcntl.F_GETFL)
-            fcntl.fcntl(self._wfd, fcntl.F_SETFL,
-                        flags | os.O_DIRECT if on else flags & ~os.O_DIRECT)
-            self._is_direct = on
+    def _set_buffered(self) -> None:
+        with self._lock:
+            if self._can_direct:
+                flags = fcntl.fcntl(self._wfd, fcntl.F_GETFL)
+                fcntl.fcntl(self._wfd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+                self._can_direct = False
 
     def finish(self) -> None:
-        """Write what was received, end the helper, give the buffers back; raises the first
-        write error."""
+        """Write what was received, end the helpers, give the buffers back; raises the
+        first write error."""
         if self._finished:
             return
         self._finished = True
+        if not self._threads:
+            return
         if self._view is not None:
-            if self._fill > self._start:
+            if self._fill:
                 self._submit()
             else:
                 self._view.release()
                 self._free.put(self._buf)
                 self._buf = self._view = None
-        self._todo.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._todo.put(None)
+        for thread in self._threads:
+            thread.join()
         try:
-            self._set_direct(False)
-        except OSError:
-            pass
-        os.close(self._wfd)
-        for _ in range(DIRECT_BUFFERS):
-            _POOL.give(self._free.get())
+            self._set_buffered()
+            if self._tail is not None and self._error is None:
+                buf, start, end, base = self._tail
+                with memoryview(buf) as view:
+                    self._pwrite(view[start:end], base + start)
+        except OSError as e:
+            self._error = self._error or e
+        finally:
+            self._tail = None
+            os.close(self._wfd)
+            for _ in range(self._nbuf):
+                _POOL.give(self._free.get())
         if self._error is not None:
             raise self._error
+
+
+def _raise_timeout(sock: socket.socket, e: OSError) -> None:
+    """``EAGAIN`` on a blocking socket means its ``SO_RCVTIMEO`` ran out."""
+    if isinstance(e, BlockingIOError) and sock.gettimeout() is None:
+        raise TimeoutError("nothing received before the socket's timeout") from None
 
 
 def set_io_timeout(sock: socket.socket, seconds: float) -> None:

@@ -4,8 +4,9 @@ Each download runs in its own thread (at most ``max_active`` at once; the rest w
 order), writing into ``<workspace>/transfer/<cachename>``. Sources:
 
 * ``workerip://HOST:PORT/<cachename>`` and ``worker://HOST:PORT/<cachename>``: a peer's
-  transfer server; the item stream is received with ``splice`` (file contents never pass
-  through Python) and checked like any item stream (one plain name per level, no escaping
+  transfer server; the item stream is received by ``transport.Splicer`` (``splice``, or
+  ``O_DIRECT`` writes for large files) on a blocking socket whose ``SO_RCVTIMEO`` is
+  ``IO_TIMEOUT``, and checked like any item stream (one plain name per level, no escaping
   symlinks);
 * ``http``, ``https``, ``ftp``, ``file`` URLs: fetched with ``urllib``.
 

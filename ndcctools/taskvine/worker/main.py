@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from .. import __version__
+from .. import __version__, transport
 from ..items import remove_tree
 from .cache import Cache
 from .fetcher import Fetcher
@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-backoff", "-b", type=float, default=8)
     ap.add_argument("--wall-time", type=float, default=0)
     ap.add_argument("--transfer-port", help="port (P or P1:P2) of the peer transfer server")
+    ap.add_argument("--direct-io-min", type=int, default=64, metavar="MB",
+                    help="receive files of at least this many MB with O_DIRECT, bypassing "
+                         "the page cache (0: never; default 64)")
     ap.add_argument("--manager-name", "--master-name", "-M", "-N", dest="manager_name")
     ap.add_argument("--password", "-P")
     ap.add_argument("--ssl", action="store_true")
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     workspace = os.path.abspath(args.workspace or default_workspace())
     os.makedirs(workspace, exist_ok=True)
     log = WorkerLog(bool(args.debug), args.debug_file)
+    transport.DIRECT_MIN = args.direct_io_min << 20 if args.direct_io_min > 0 else None
     total = detect(args.cores, args.memory, args.disk, args.gpus, workspace, args.disk_percent)
     seed = f"{os.getpid()}-{os.getppid()}-{random.random()}-{time.time()}".encode()
     config = SessionConfig(
