@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
-from . import cvine
-from .file import cache_level
-from .task import Task
-
-if TYPE_CHECKING:
-    from .file import File
+from .result_task import ResultTask
 
 _serial = itertools.count(1)
 _WRAPPER_SOURCE = os.path.join(os.path.dirname(__file__), "pytask_wrapper.py")
@@ -36,7 +31,7 @@ class PythonTaskNoResult(Exception):
     """The output of a PythonTask whose function did not return a value."""
 
 
-class PythonTask(Task):
+class PythonTask(ResultTask):
     """Runs ``func(*args, **kwargs)`` on a worker; ``output`` is the return value."""
 
     def __init__(self, func: Any, *args: Any, **kwargs: Any):
@@ -45,29 +40,10 @@ class PythonTask(Task):
         super().__init__("")
         self._func, self._fn_args, self._fn_kwargs = func, args, kwargs
         self._serialize_output = True
-        self._temp_output = False
-        self._output_level = cvine.VINE_CACHE_LEVEL_TASK
-        self._output_file: File | None = None
-        self._output_value: Any = _NOT_LOADED
-
-    # ------------------------------------------------------------------ options
-    def enable_temp_output(self) -> None:
-        """Keep the result on the worker as a temp file, for later tasks to read."""
-        self._temp_output = True
-
-    def disable_temp_output(self) -> None:
-        self._temp_output = False
 
     def disable_output_serialization(self) -> None:
         """The function returns ``bytes``; they are kept as they are."""
         self._serialize_output = False
-
-    def set_output_cache(self, cache: Any = False) -> None:
-        self._output_level = cache_level(cache)
-
-    @property
-    def output_file(self) -> File | None:
-        return self._output_file
 
     # ------------------------------------------------------------------ submit
     def submit_finalize(self) -> None:
@@ -81,28 +57,13 @@ class PythonTask(Task):
         self.add_input(m._function_file(self._func), f"f_{tag}")
         args = cloudpickle.dumps([self._fn_args, self._fn_kwargs])
         self.add_input(m._internal_buffer(args), f"a_{tag}")
-        if self._temp_output:
-            self._output_file = m.declare_temp()
-        else:
-            self._output_file = m._internal_buffer(None, self._output_level)
-        self.add_output(self._output_file, self._out_name)
-        self._output_value = _NOT_LOADED
+        self._attach_result_file(m, self._out_name)
         raw = "" if self._serialize_output else " raw"
         self._command = (f"${{PONCHO_PREFIX:+${{PONCHO_PREFIX}}/bin/}}python3 w_{tag} f_{tag} "
                          f"a_{tag} {self._out_name}{raw}")
 
-    # ------------------------------------------------------------------ result
-    @property
-    def output(self) -> Any:
-        """The return value; a ``PythonTaskNoResult`` when the function did not return."""
-        if self._temp_output:
-            raise ValueError("the output of this task is a temp file on a worker: read it "
-                             "from another task, or with Manager.fetch_file(task.output_file)")
-        if self._output_value is _NOT_LOADED:
-            self._output_value = self._load_output()
-        return self._output_value
-
     def _load_output(self) -> Any:
+        """The return value; a ``PythonTaskNoResult`` when the function did not return."""
         if not self.successful() or self._output_file is None:
             if self.std_output:
                 print(self.std_output)
@@ -116,11 +77,6 @@ class PythonTask(Task):
             return e
 
 
-class _NotLoaded:
-    pass
-
-
-_NOT_LOADED = _NotLoaded()
 _PREFIXES = ("w_", "f_", "a_")
 
 

@@ -13,16 +13,13 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cloudpickle
 
-from . import cvine, library_host
-from .file import cache_level
+from . import library_host
+from .result_task import ResultTask
 from .task import FunctionCallNoResult, Task
-
-if TYPE_CHECKING:
-    from .file import File
 
 EXEC_MODES = {"direct": 1, "fork": 2}
 
@@ -38,7 +35,7 @@ class LibraryTask(Task):
         self._library_provided = library_name
 
 
-class FunctionCall(Task):
+class FunctionCall(ResultTask):
     """A call of function ``fn`` of library ``library_name`` with ``args`` and ``kwargs``."""
 
     def __init__(self, library_name: str, fn: str, *args: Any, **kwargs: Any):
@@ -48,10 +45,6 @@ class FunctionCall(Task):
         super().__init__(fn)
         self._library_required = library_name
         self._fn_args, self._fn_kwargs = list(args), dict(kwargs)
-        self._temp_output = False
-        self._output_level = cvine.VINE_CACHE_LEVEL_TASK
-        self._output_file: File | None = None
-        self._output_value: Any = _NOT_LOADED
         self._exec_method: str | None = None
 
     def set_fn_args(self, args: Sequence[Any] = (), kwargs: dict | None = None) -> None:
@@ -61,19 +54,6 @@ class FunctionCall(Task):
         """Accepted for compatibility: the exec mode belongs to the library."""
         self._exec_method = method
 
-    def enable_temp_output(self) -> None:
-        self._temp_output = True
-
-    def disable_temp_output(self) -> None:
-        self._temp_output = False
-
-    def set_output_cache(self, cache: Any = False) -> None:
-        self._output_level = cache_level(cache)
-
-    @property
-    def output_file(self) -> File | None:
-        return self._output_file
-
     def submit_finalize(self) -> None:
         m = self._manager
         if not m.check_library_exists(self._library_required):
@@ -82,24 +62,11 @@ class FunctionCall(Task):
         self._outputs = [o for o in self._outputs if o.remote_name != "outfile"]
         args = cloudpickle.dumps({"fn_args": self._fn_args, "fn_kwargs": self._fn_kwargs})
         self.add_input(m._internal_buffer(args), "infile")
-        if self._temp_output:
-            self._output_file = m.declare_temp()
-        else:
-            self._output_file = m._internal_buffer(None, self._output_level)
-        self.add_output(self._output_file, "outfile")
-        self._output_value = _NOT_LOADED
-
-    @property
-    def output(self) -> Any:
-        """The function's return value; its traceback text if it raised; a
-        ``FunctionCallNoResult`` if the call did not complete."""
-        if self._temp_output:
-            raise ValueError("the output of this call is a temp file on a worker")
-        if self._output_value is _NOT_LOADED:
-            self._output_value = self._load_output()
-        return self._output_value
+        self._attach_result_file(m, "outfile")
 
     def _load_output(self) -> Any:
+        """The function's return value; its traceback text if it raised; a
+        ``FunctionCallNoResult`` if the call did not complete."""
         if not self.successful() or self._output_file is None:
             return FunctionCallNoResult()
         try:
@@ -107,13 +74,6 @@ class FunctionCall(Task):
         except Exception as e:
             return FunctionCallNoResult(f"the result of the call could not be read: {e}")
         return reply["Result"] if reply.get("Success") else reply.get("Reason")
-
-
-class _NotLoaded:
-    pass
-
-
-_NOT_LOADED = _NotLoaded()
 
 
 def library_files(name: str, functions: Sequence[Callable], exec_mode: str,

@@ -65,6 +65,26 @@ def receive(splicer: Splicer, sock: socket.socket, fd: int, size: int) -> None:
     sel.close()
 
 
+def transfer(path, data: bytes, piece: int) -> int:
+    """Send ``data`` over TCP in pieces of ``piece`` bytes and receive it into a new file at
+    ``path`` through a Splicer, with a blocking receiving socket; returns the file's fd
+    number (closed by then)."""
+    a, b = tcp_pair()
+    set_io_timeout(b, 30)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    sender = send_in_thread(a, data, piece)
+    splicer = Splicer()
+    try:
+        receive(splicer, b, fd, len(data))
+    finally:
+        sender.join()
+        splicer.close()
+        os.close(fd)
+        a.close()
+        b.close()
+    return fd
+
+
 @pytest.mark.parametrize("blocking", [True, False])
 def test_direct_receive_unaligned_start_and_end(tmp_path, small_direct, blocking):
     data = os.urandom(1_000_003)
@@ -95,19 +115,7 @@ def test_direct_receive_unaligned_start_and_end(tmp_path, small_direct, blocking
 
 def test_small_files_are_spliced(tmp_path, small_direct):
     data = os.urandom(99_999)
-    a, b = tcp_pair()
-    set_io_timeout(b, 30)
-    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
-    sender = send_in_thread(a, data, len(data))
-    splicer = Splicer()
-    try:
-        receive(splicer, b, fd, len(data))
-    finally:
-        sender.join()
-        splicer.close()
-        os.close(fd)
-        a.close()
-        b.close()
+    transfer(tmp_path / "out", data, len(data))
     assert small_direct == []
     assert (tmp_path / "out").read_bytes() == data
 
@@ -128,19 +136,7 @@ class _NoDirect:
 def test_file_system_without_o_direct_is_spliced(tmp_path, small_direct, monkeypatch):
     monkeypatch.setattr(transport, "fcntl", _NoDirect)
     data = os.urandom(300_000)
-    a, b = tcp_pair()
-    set_io_timeout(b, 30)
-    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
-    sender = send_in_thread(a, data, 10_000)
-    splicer = Splicer()
-    try:
-        receive(splicer, b, fd, len(data))
-    finally:
-        sender.join()
-        splicer.close()
-        os.close(fd)
-        a.close()
-        b.close()
+    transfer(tmp_path / "out", data, 10_000)
     assert small_direct == []
     assert (tmp_path / "out").read_bytes() == data
 
@@ -150,19 +146,7 @@ def test_misaligned_direct_writes_fall_back_to_the_page_cache(tmp_path, small_di
     monkeypatch.setattr(transport, "DIRECT_ALIGN", 1000)  # no device takes that
     monkeypatch.setattr(transport, "DIRECT_CHUNK", 64_000)
     data = os.urandom(500_123)
-    a, b = tcp_pair()
-    set_io_timeout(b, 30)
-    fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
-    sender = send_in_thread(a, data, 30_000)
-    splicer = Splicer()
-    try:
-        receive(splicer, b, fd, len(data))
-    finally:
-        sender.join()
-        splicer.close()
-        os.close(fd)
-        a.close()
-        b.close()
+    fd = transfer(tmp_path / "out", data, 30_000)
     assert small_direct == [fd]
     assert (tmp_path / "out").read_bytes() == data
 
