@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import stat
 import string
 import time
@@ -17,10 +16,12 @@ import urllib.parse
 import urllib.request
 
 _LETTERS = string.ascii_lowercase
+_TO_LETTER = bytes(ord(_LETTERS[i % 26]) for i in range(256))  # random byte -> a letter
 
 
 def random_name(kind: str) -> str:
-    return f"{kind}-rnd-{''.join(random.choices(_LETTERS, k=15))}"
+    """``<kind>-rnd-`` and 15 random lowercase letters, as upstream names them."""
+    return f"{kind}-rnd-{os.urandom(15).translate(_TO_LETTER).decode()}"
 
 
 def _ctime(seconds: float) -> str:

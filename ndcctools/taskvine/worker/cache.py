@@ -64,6 +64,13 @@ class Cache:
         remove_tree(path)
         return path
 
+    def receiving_path(self, name: str) -> str:
+        """Where the manager connection writes object ``name`` as it arrives: in place
+        when it is new (``add`` then has nothing to move), else a staging path."""
+        if name in self.objects:
+            return self.staging_path(name)
+        return self.path(name)
+
     def __contains__(self, name: str) -> bool:
         return name in self.objects
 
@@ -73,11 +80,12 @@ class Cache:
         dest = self.path(name)
         if name in self.objects:
             self.remove(name)
-        try:
-            os.rename(path, dest)
-        except OSError:  # a leftover directory in the way
-            remove_tree(dest)
-            os.rename(path, dest)
+        if path != dest:
+            try:
+                os.rename(path, dest)
+            except OSError:  # a leftover directory in the way
+                remove_tree(dest)
+                os.rename(path, dest)
         st = os.lstat(dest)
         size = st.st_size if stat.S_ISREG(st.st_mode) else tree_size(dest)
         duration = max(0, int(time.time() * 1e6) - start_us)

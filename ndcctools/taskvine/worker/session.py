@@ -703,8 +703,8 @@ class Session:
 
     # ------------------------------------------------------------------ cache objects
     def on_put(self, msg: p.Put) -> None:
-        staging = self.cache.staging_path(msg.cachename)
-        self.receiving = (msg, ItemReceiver(staging), int(time.time() * 1e6))
+        dest = self.cache.receiving_path(msg.cachename)
+        self.receiving = (msg, ItemReceiver(dest), int(time.time() * 1e6))
 
     def receive_item(self, event: Any) -> None:
         msg, receiver, start_us = self.receiving
