@@ -115,8 +115,9 @@ class Sandbox:
     def link_input(self, source: str, rel: str, symlink: bool) -> None:
         """Make cache object ``source`` appear at ``rel`` (hard links; symlink on request)."""
         dest = self._inside(rel)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        dest = self._inside(rel)  # again, now that the parents exist
+        if "/" in rel.strip("/"):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            dest = self._inside(rel)  # again, now that the parents exist
         if symlink:
             os.symlink(source, dest)
         elif os.path.isdir(source) and not os.path.islink(source):
