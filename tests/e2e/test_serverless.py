@@ -179,3 +179,21 @@ def test_calls_need_an_installed_library(manager, workers):
     (done,) = wait_tasks(m, 1)
     assert done.result == "missing library"
     assert "not installed" in done.std_output
+
+
+def test_an_idle_library_makes_room_for_other_work(manager, workers):
+    m = manager
+    workers.start(m, cores=2)
+    for name in ("big_a", "big_b"):
+        lib = m.create_library_from_functions(name, area, add_env=False)
+        lib.set_cores(2)  # the whole worker
+        m.install_library(lib)
+    (first,) = run_calls(m, [vine.FunctionCall("big_a", "area", 2, 3)])
+    assert first.output == 6
+    t = vine.Task("echo ran beside nothing")
+    t.set_cores(1)
+    (done,) = run_calls(m, [t])  # big_a is idle and holds every core: it is stopped
+    assert done.successful()
+    calls = run_calls(m, [vine.FunctionCall("big_b", "area", 4, 5),
+                          vine.FunctionCall("big_a", "area", 1, 1)])
+    assert [c.output for c in calls] == [20, 1]

@@ -313,7 +313,7 @@ class Engine:
                       and not self._is_blocked(w)]
         if self.tuning.wait_for_workers > len(self.workers):
             return False
-        if not candidates and not self.libraries.has_free_slot():
+        if not candidates and not self.libraries.instances:
             return False
         dispatched = False
         depth = int(self.tuning.attempt_schedule_depth)
@@ -322,6 +322,7 @@ class Engine:
         expired: list[tuple[TaskRecord, int]] = []
         to_recover: list[str] = []
         wanted: set[str] = set()  # libraries whose calls found no free slot
+        starved: TaskRecord | None = None  # the first task that found no room anywhere
         for rec in self.tasks.ready_in_order():
             depth -= 1
             if depth < 0:
@@ -352,10 +353,9 @@ class Engine:
             if rec.library is not None and not self.libraries.exists(rec.library):
                 expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY))
                 continue
-            if not candidates:
-                continue
-            choice = self._choose_worker(rec, candidates, policy, mult)
+            choice = self._choose_worker(rec, candidates, policy, mult) if candidates else None
             if choice is None:
+                starved = starved or rec
                 continue
             w, alloc = choice
             self._dispatch(rec, w, alloc)
@@ -370,6 +370,8 @@ class Engine:
             self.delivery.recover(name)
         for name in wanted:
             self._start_instance(name)
+        if starved is not None and self.libraries.instances:
+            self._evict_idle_library(starved, wanted, mult)
         return dispatched
 
     def _place_call(self, rec: TaskRecord, expired: list, wanted: set[str]) -> bool:
@@ -412,30 +414,57 @@ class Engine:
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
         """Among workers with room, the one already holding most of the task's input bytes."""
         task = rec.task
-        disk = max(task._disk, rec.min_disk) if rec.min_disk else task._disk
-        request = Resources(task._cores, task._memory, disk, task._gpus)
-        cat = task._category
         best, best_alloc, best_bytes = None, None, -1
         for w in candidates:
-            if task._features and not w.features.issuperset(task._features):
-                continue
-            if rec.library is not None and self.libraries.on_worker(w, rec.library):
-                continue
-            if not can_ever_fit(request, w.total):
-                continue
-            if task._inputs and not self.delivery.can_deliver(task, w):
-                continue
-            if task._time_end and w.end_time > 0 and w.end_time * 1e6 < task._time_end:
-                pass  # the worker leaves before the deadline; upstream still sends it
-            avail_disk = w.total.disk - w.cache_bytes / 1e6
-            alloc = allocate(request, w.total, avail_disk, policy, self.category_max.get(cat),
-                             self.category_min.get(cat), task._memory >= 0 or request.disk >= 0)
-            if not fits(alloc, w.free(mult)):
+            alloc = self._allocation(rec, w, policy)
+            if alloc is None or not fits(alloc, w.free(mult)):
                 continue
             cached = sum(w.cache.get(m.file._cachename, 0) for m in task._inputs)
             if cached > best_bytes:
                 best, best_alloc, best_bytes = w, alloc, cached
         return None if best is None else (best, best_alloc)
+
+    def _allocation(self, rec: TaskRecord, w: WorkerRecord, policy: Policy) -> Resources | None:
+        """What ``rec`` would get on ``w``, or None if ``w`` cannot run it at all (features,
+        size, inputs it cannot receive now, an instance of that library already there)."""
+        task = rec.task
+        if task._features and not w.features.issuperset(task._features):
+            return None
+        if rec.library is not None and self.libraries.on_worker(w, rec.library):
+            return None
+        disk = max(task._disk, rec.min_disk) if rec.min_disk else task._disk
+        request = Resources(task._cores, task._memory, disk, task._gpus)
+        if not can_ever_fit(request, w.total):
+            return None
+        if task._inputs and not self.delivery.can_deliver(task, w):
+            return None
+        cat = task._category
+        avail_disk = w.total.disk - w.cache_bytes / 1e6
+        return allocate(request, w.total, avail_disk, policy, self.category_max.get(cat),
+                        self.category_min.get(cat), task._memory >= 0 or request.disk >= 0)
+
+    def _evict_idle_library(self, rec: TaskRecord, wanted: set[str], mult: float) -> None:
+        """Stop one idle library instance whose resources would let ``rec`` run, unless
+        calls of that library are waiting."""
+        policy = self.tuning.policy
+        for inst in self.libraries.idle():
+            w = inst.worker
+            if inst.rec.library in wanted or not w.ready or inst.rec.allocation is None:
+                continue
+            alloc = self._allocation(rec, w, policy)
+            if alloc is None:
+                continue
+            free = w.free(mult)
+            free.add(inst.rec.allocation)
+            if fits(alloc, free):
+                self.debug.write("vine", f"stopping idle library {inst.rec.library} "
+                                 f"(task {inst.rec.task_id}) on {w.label()} to run task "
+                                 f"{rec.task_id}")
+                self.libraries.instances.pop(inst.rec.task_id, None)
+                self._release(inst.rec)
+                self._send(w, p.Kill(inst.rec.task_id))
+                self.tasks.finish(inst.rec, cvine.VINE_RESULT_CANCELLED)
+                return
 
     def _dispatch(self, rec: TaskRecord, w: WorkerRecord, alloc: Resources) -> None:
         task = rec.task

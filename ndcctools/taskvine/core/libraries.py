@@ -149,5 +149,6 @@ class LibraryTable:
             del self.instances[inst.rec.task_id]
         return gone
 
-    def idle_on(self, w: WorkerRecord) -> list[Instance]:
-        return [i for i in self.instances.values() if i.worker is w and not i.calls]
+    def idle(self) -> list[Instance]:
+        """Instances running no call."""
+        return [i for i in self.instances.values() if not i.calls]
