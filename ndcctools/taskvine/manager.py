@@ -120,6 +120,7 @@ class Manager:
         self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
         self._engine.status_builder = self._status_bytes
         self._engine.library_log = self._write_library_log
+        self._engine.library_logs = self._info.library_logs
         self._name = name
         self._shutdown = shutdown
         self._priority = 0
@@ -556,7 +557,7 @@ class Manager:
     def _write_library_log(self, task_id: int, output: bytes) -> None:
         os.makedirs(self._info.library_logs, exist_ok=True)
         path = os.path.join(self._info.library_logs, f"library-task-{task_id}.log")
-        with open(path, "ab") as f:
+        with open(path, "wb") as f:  # all of it, whatever was streamed while it ran
             f.write(output)
 
     # ------------------------------------------------------------------ resources, workers

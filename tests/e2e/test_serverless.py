@@ -197,3 +197,26 @@ def test_an_idle_library_makes_room_for_other_work(manager, workers):
     calls = run_calls(m, [vine.FunctionCall("big_b", "area", 4, 5),
                           vine.FunctionCall("big_a", "area", 1, 1)])
     assert [c.output for c in calls] == [20, 1]
+
+
+def noisy_context():
+    print("hello from the library context", flush=True)
+    return {}
+
+
+def test_library_output_is_streamed_to_its_log(manager, workers):
+    m = manager
+    m.tune("watch-library-logfiles", 1)
+    workers.start(m)
+    lib = m.create_library_from_functions("chatty", area, add_env=False,
+                                          library_context_info=[noisy_context, [], {}])
+    m.install_library(lib)
+    (done,) = run_calls(m, [vine.FunctionCall("chatty", "area", 2, 2)])
+    assert done.output == 4
+    logs = m.library_logging_directory
+
+    def streamed():
+        assert m.wait(0.05) is None
+        return any("hello from the library context" in open(os.path.join(logs, n)).read()
+                   for n in os.listdir(logs))
+    wait_until(streamed)  # while the library still runs

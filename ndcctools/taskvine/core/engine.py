@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import cvine
 from .. import protocol as p
+from ..file import File
 from ..resources import Resources
 from ..results import result_string
+from ..task import Mounting
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
 from .delivery import Delivery
@@ -48,7 +50,6 @@ from .tasks import (
 from .workers import WorkerRecord
 
 if TYPE_CHECKING:
-    from ..file import File
     from ..task import Task
     from .debuglog import DebugLog
     from .taskgraph import TaskGraphLog
@@ -90,6 +91,7 @@ class Engine:
         self.replicas = self.delivery.replicas
         self.transfers = self.delivery.transfers
         self.libraries = LibraryTable()
+        self.library_logs = ""  # where instances' output goes with watch-library-logfiles
         self._dirty = True
         self._next_timers = 0.0
         self._closed = False
@@ -491,6 +493,8 @@ class Engine:
                            for m in task._outputs),
             needs_library=task._library_required)
         if rec.library is not None:
+            if self.tuning.watch_library_logfiles and self.library_logs:
+                body = dataclasses.replace(body, outfiles=(*body.outfiles, self._library_log(rec)))
             slots = self.libraries.dispatched(rec, w, alloc.cores)
             body = dataclasses.replace(body, provides_library=rec.library, function_slots=slots,
                                        func_exec_mode=task._exec_mode or None)
@@ -581,6 +585,14 @@ class Engine:
 
     def library_log(self, task_id: int, output: bytes) -> None:
         """Replaced by the manager: keep an instance's output in ``library-logs/``."""
+
+    def _library_log(self, rec: TaskRecord) -> p.Mount:
+        """Watch the output of library instance ``rec`` into its log while it runs."""
+        path = os.path.join(self.library_logs, f"library-task-{rec.task_id}.log")
+        log = File(cvine.VINE_FILE, path, f"library-log-{rec.task_id}", 0, 0)
+        _truncate(path)
+        rec.task._outputs.append(Mounting(log, ".taskvine.stdout", cvine.VINE_WATCH))
+        return p.Mount(log._cachename, ".taskvine.stdout", cvine.VINE_WATCH)
 
     def remove_library(self, name: str) -> None:
         """Drop template ``name`` and stop its instances."""
