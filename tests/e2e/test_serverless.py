@@ -220,3 +220,39 @@ def test_library_output_is_streamed_to_its_log(manager, workers):
         return any("hello from the library context" in open(os.path.join(logs, n)).read()
                    for n in os.listdir(logs))
     wait_until(streamed)  # while the library still runs
+
+
+def test_a_hoisted_module_that_does_not_import_ends_the_calls(manager, workers):
+    import types
+    m = manager
+    m.tune("max-library-retries", 1)
+    workers.start(m)
+    lib = m.create_library_from_functions(
+        "noimport", area, add_env=False,
+        hoisting_modules=[types.ModuleType("module_that_is_nowhere")])
+    m.install_library(lib)
+    (done,) = run_calls(m, [vine.FunctionCall("noimport", "area", 1, 2)])
+    assert done.result == "missing library"
+    assert "No module named 'module_that_is_nowhere'" in done.std_output
+
+
+def test_libraries_from_serverized_files_and_from_a_command(manager, workers, tmp_path):
+    from ndcctools.taskvine import library_host
+    m = manager
+    workers.start(m)
+    for name in ("served", "commanded"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "library_code.py").write_bytes(open(library_host.__file__, "rb").read())
+        (folder / "library_info.clpk").write_bytes(library_host.library_info(name, [area]))
+    m.install_library(m.create_library_from_serverized_files("served", str(tmp_path / "served")))
+    run = tmp_path / "commanded" / "run.sh"
+    run.write_text('#!/bin/sh\nexec python3 ./library_code.py "$@"\n')
+    run.chmod(0o755)
+    lib = m.create_library_from_command(str(run), "commanded")
+    for f in ("library_code.py", "library_info.clpk"):
+        lib.add_input(m.declare_file(str(tmp_path / "commanded" / f)), f)
+    m.install_library(lib)
+    done = run_calls(m, [vine.FunctionCall("served", "area", 3, 3),
+                         vine.FunctionCall("commanded", "area", 2, 5)])
+    assert [c.output for c in done] == [9, 10]

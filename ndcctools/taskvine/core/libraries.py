@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .workers import WorkerRecord
 
 DIRECT = 1
-CALLS_PER_SLOT = 4  # calls sent per slot: the worker queues them, so no slot waits for us
+CALLS_PER_SLOT = 16  # calls sent per slot: the worker queues them, so no slot waits for us
 
 
 class Template:
