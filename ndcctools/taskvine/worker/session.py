@@ -154,7 +154,10 @@ class Session:
         self.flush()
         try:
             while self.ended is None:
+                registered = self.sel.get_map()
                 for key, _ in self.sel.select(self.next_timeout()):
+                    if registered.get(key.fileobj) is not key:
+                        continue  # closed by an event handled before it in this batch
                     if key.data is None:
                         self.on_readable()
                     elif key.data is FETCHES:
