@@ -17,9 +17,11 @@ every function (and of the context function), so functions may use them without 
 them; the context function, if any, runs once and the dict it returns becomes readable through
 ``ndcctools.taskvine.utils.load_variable_from_library`` (the real module when it is installed,
 stand-in modules otherwise). The host then writes the handshake, JSON
-``{"name": <library name>, "taskid": ID, "exec_mode": "fork"|"direct"}``, on B and sends SIGCHLD
-to the worker P. If startup fails, the traceback goes to stderr and the host exits 1 without a
-handshake.
+``{"name": <library name>, "taskid": ID, "exec_mode": "fork"|"direct", "queues_calls": true}``,
+on B and sends SIGCHLD to the worker P. ``queues_calls`` (ignored by workers that do not know
+it) tells the worker it may send more calls than there are slots: the extra ones wait here,
+so a slot never waits for the worker. If startup fails, the traceback goes to stderr and the
+host exits 1 without a handshake.
 
 Calls: the worker puts ``{"fn_args": [...], "fn_kwargs": {...}}`` (cloud)pickled in
 ``<sandbox>/infile`` and writes ``<call_id> <function> <sandbox> <stdout_file>`` on A. The call
@@ -372,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     flush_std()
     host = Host(args, exec_mode, functions)
-    host.notify(json.dumps({"name": name, "taskid": args.task_id, "exec_mode": exec_mode}))
+    host.notify(json.dumps({"name": name, "taskid": args.task_id, "exec_mode": exec_mode,
+                            "queues_calls": True}))
     host.serve()
 
 

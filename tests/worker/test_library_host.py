@@ -142,7 +142,8 @@ def basic_functions() -> list:
 @pytest.mark.parametrize("mode", ["fork", "direct"])
 def test_calls_results_failures_and_output(start, tmp_path, mode):
     library = start(library_info("basic", basic_functions(), mode), slots=2, cores=4)
-    assert library.handshake() == {"name": "basic", "taskid": 7, "exec_mode": mode}
+    assert library.handshake() == {"name": "basic", "taskid": 7, "exec_mode": mode,
+                                   "queues_calls": True}
     assert library.call("add", 2, b=3) == {"Result": 5, "Success": True, "Reason": None}
     failed = library.call("fail", "broken on purpose")
     assert failed["Success"] is False and failed["Result"] is None

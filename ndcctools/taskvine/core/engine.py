@@ -324,6 +324,9 @@ class Engine:
         expired: list[tuple[TaskRecord, int]] = []
         to_recover: list[str] = []
         wanted: set[str] = set()  # libraries whose calls found no free slot
+        ready_calls = self.tasks.ready_calls
+        others = self.tasks.count(READY) - sum(ready_calls.values())  # ready tasks not calls
+        call_libraries = sum(1 for n in ready_calls.values() if n > 0)
         starved: TaskRecord | None = None  # the first task that found no room anywhere
         for rec in self.tasks.ready_in_order():
             depth -= 1
@@ -331,6 +334,8 @@ class Engine:
                 break
             task = rec.task
             if task._library_required in wanted:
+                if not others and len(wanted) >= call_libraries:
+                    break  # only calls are left, and none of them can be placed
                 continue  # an earlier call of this library found no free slot
             if task._time_end and now_us >= task._time_end:
                 expired.append((rec, cvine.VINE_RESULT_MAX_END_TIME))

@@ -17,7 +17,7 @@ Records that left READY are dropped lazily when they reach the head of their FIF
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,7 @@ class TaskTable:
         self.returnable: deque[TaskRecord] = deque()
         self.next_id = 1
         self.counts = [0] * 6
+        self.ready_calls: Counter[str] = Counter()  # library -> READY function calls
 
     # -- lifecycle
     def submit(self, task: Task, library: str | None = None) -> TaskRecord:
@@ -114,6 +115,9 @@ class TaskTable:
         rec.state = new
         self.counts[old] -= 1
         self.counts[new] += 1
+        library = rec.task._library_required
+        if library is not None and READY in (old, new):
+            self.ready_calls[library] += 1 if new == READY else -1
         self._on_change(rec, old, new)
 
     def make_ready(self, rec: TaskRecord) -> None:

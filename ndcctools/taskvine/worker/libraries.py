@@ -8,10 +8,11 @@ with two pipes and extra arguments::
 
 Every message either way is ``<len>\\n<payload>``. The library first sends a JSON handshake
 ``{"name", "taskid", "exec_mode"}`` on B; once it matches, the library is *ready* and may
-receive up to S calls at a time on A (``<call id> <function> <sandbox> <stdout file>``); each
-ends with ``<call id> <status>`` on B. ``LibraryProcess`` owns one such process: its pipes,
-the framing, the handshake and the calls it is running. The session starts and reaps the
-process like any task and asks this class everything else.
+receive up to S calls at a time on A (``<call id> <function> <sandbox> <stdout file>``), or
+more when its handshake says ``queues_calls`` (ours does: then it never waits for the worker
+between calls); each ends with ``<call id> <status>`` on B. ``LibraryProcess`` owns one such
+process: its pipes, the framing, the handshake and the calls it is running. The session
+starts and reaps the process like any task and asks this class everything else.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from .. import protocol as p
 
 EXEC_MODES = {1: "direct", 2: "fork"}
+QUEUED_PER_SLOT = 8  # calls per slot sent to a library that queues them itself
 
 
 class LibraryError(Exception):
@@ -31,7 +33,7 @@ class LibraryError(Exception):
 
 class LibraryProcess:
     __slots__ = ("task_id", "name", "slots", "mode", "to_library", "from_library", "ready",
-                 "calls", "_buffer")
+                 "calls", "depth", "_buffer")
 
     def __init__(self, task_id: int, body: p.TaskBody, cores: int):
         self.task_id = task_id
@@ -43,6 +45,7 @@ class LibraryProcess:
         self.to_library = -1  # write end of pipe A
         self.from_library = -1  # read end of pipe B
         self.ready = False
+        self.depth = self.slots  # calls it may hold at once (more if it queues them itself)
         self.calls: dict[int, Any] = {}  # call id -> the call's TaskRun
         self._buffer = bytearray()
 
@@ -64,7 +67,7 @@ class LibraryProcess:
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.calls) if self.ready else 0
+        return self.depth - len(self.calls) if self.ready else 0
 
     def invoke(self, call_id: int, function: str, sandbox: str, stdout: str, run: Any) -> None:
         payload = f"{call_id} {function} {sandbox} {stdout}".encode()
@@ -121,6 +124,8 @@ class LibraryProcess:
                                f"{self.name!r} task {self.task_id}")
         if self.mode is not None and mode != self.mode:
             raise LibraryError(f"library {self.name} runs in {mode!r} mode, not {self.mode!r}")
+        if info.get("queues_calls") is True:
+            self.depth = self.slots * QUEUED_PER_SLOT
         self.ready = True
 
     def close(self) -> None:
