@@ -35,7 +35,9 @@ on B and sends SIGCHLD to P.
   most S children at once (more calls wait in a queue). The status is the child's raw waitpid
   status: 0 when the outfile was written, even if the function raised; 256 (exit 1) when the
   call could not be set up or its outfile written; the signal number if it was killed (e.g. 9).
-  The SIGCHLD handler wakes the loop through a self-pipe (``signal.set_wakeup_fd``).
+  The SIGCHLD handler wakes the loop through a self-pipe (``signal.set_wakeup_fd``). One
+  *spare* child is always forked in advance and waits on a pipe for its call, so a call
+  starts without waiting for a fork (which costs milliseconds for a large Python).
 * direct: calls run one at a time in the host itself; the status is 0, or 256 as above.
 
 Thread pools are limited to ``max(1, C // S)`` threads (OMP_NUM_THREADS and the like). The host
@@ -245,6 +247,7 @@ class Host:
         self.parent = os.getppid()
         self.buffer = bytearray()
         self.running: dict[int, str] = {}  # child pid -> call id
+        self.spare: tuple[int, int] | None = None  # (pid, pipe) of a child awaiting a call
         self.queue: deque[Call] = deque()
         self.open = True
         self.selector = selectors.DefaultSelector()
@@ -276,6 +279,8 @@ class Host:
                     key.data(key.fd)
         except BrokenPipeError:
             pass
+        if self.spare is not None:
+            self.running[self.spare[0]] = ""
         for pid in self.running:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -318,26 +323,74 @@ class Host:
             os.chdir(self.home)
 
     def start_queued(self) -> None:
+        """Hand queued calls to children: the spare one forked in advance, else a new one;
+        then fork the next spare, so the next call need not wait for a fork."""
         while self.queue and (self.slots is None or len(self.running) < self.slots):
             call = self.queue.popleft()
-            flush_std()
-            try:
-                pid = os.fork()
-            except OSError:
-                traceback.print_exc()
+            pid = self.give_to_spare(call) or self.give_to_spare(call)
+            if pid is None:
                 self.notify(f"{call.call_id} {SETUP_FAILED}")
                 continue
-            if pid == 0:
-                self.run_child(call)
             self.running[pid] = call.call_id
+        if self.spare is None:
+            self.fork_spare()
+
+    def give_to_spare(self, call: Call) -> int | None:
+        """The pid of the spare child now running ``call`` (None if no child could be
+        forked or the spare is gone; a new spare is then ready for a second try)."""
+        if self.spare is None and not self.fork_spare():
+            return None
+        pid, pipe = self.spare
+        self.spare = None
+        try:
+            os.write(pipe, " ".join(call).encode())
+            return pid
+        except OSError:  # it died waiting: it is reaped as an unknown child
+            self.fork_spare()
+            return None
+        finally:
+            os.close(pipe)
+
+    def fork_spare(self) -> bool:
+        flush_std()
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            traceback.print_exc()
+            os.close(read_end)
+            os.close(write_end)
+            return False
+        if pid == 0:
+            os.close(write_end)
+            self.await_call(read_end)
+        os.close(read_end)
+        self.spare = (pid, write_end)
+        return True
+
+    def await_call(self, pipe: int) -> NoReturn:
+        """In a spare child: wait for the call the host hands over, then run it."""
+        try:
+            self.leave_host()
+            data = b""
+            while chunk := os.read(pipe, 4096):
+                data += chunk
+        except BaseException:
+            os._exit(1)
+        if not data:  # the host went away without a call for us
+            os._exit(0)
+        self.run_child(Call(*data.decode().split()))
+
+    def leave_host(self) -> None:
+        """In a child: drop the host's signal handling and descriptors."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in self.own_fds:
+            os.close(fd)
 
     def run_child(self, call: Call) -> NoReturn:
         status = 1
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in self.own_fds:
-                os.close(fd)
             redirect_output(call.stdout_file)
             os.chdir(call.sandbox)
             run_call(self.functions.get(call.function), call)
@@ -376,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     host = Host(args, exec_mode, functions)
     host.notify(json.dumps({"name": name, "taskid": args.task_id, "exec_mode": exec_mode,
                             "queues_calls": True}))
+    if host.fork:
+        host.fork_spare()  # the first call need not wait for a fork either
     host.serve()
 
 
