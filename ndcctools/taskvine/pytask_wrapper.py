@@ -8,6 +8,7 @@ stdout and the program exits with status 1 without writing ``o_``.
 It imports nothing but the standard library and cloudpickle, so any worker can run it.
 """
 
+import os
 import sys
 import traceback
 
@@ -17,21 +18,37 @@ import cloudpickle
 def main(argv: list[str]) -> int:
     func_path, args_path, out_path = argv[1:4]
     raw = argv[4:5] == ["raw"]
-    with open(func_path, "rb") as f:
-        func = cloudpickle.load(f)
-    with open(args_path, "rb") as f:
-        args, kwargs = cloudpickle.load(f)
+    func = cloudpickle.loads(read(func_path))
+    args, kwargs = cloudpickle.loads(read(args_path))
     try:
         value = func(*args, **kwargs)
     except Exception:
         traceback.print_exc(file=sys.stdout)
         return 1
-    with open(out_path, "wb") as f:
-        if raw:
-            f.write(value)
-        else:
-            cloudpickle.dump(value, f)
+    write(out_path, value if raw else cloudpickle.dumps(value))
     return 0
+
+
+def read(path: str) -> bytes:
+    """The whole file, with plain system calls (no buffered file object)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":
