@@ -12,10 +12,11 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from local_workers import start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -33,10 +34,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="vine-bench-")
     try:
         with vine.Manager(port=0, run_info_path=os.path.join(work, "ri")) as m:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "--single-shot",
-                 "--cores", "2", "--memory", "4000", "--disk", "20000", "--workspace",
-                 os.path.join(work, "w"), "127.0.0.1", str(m.port)])
+            (worker,) = start_workers(m, work)
 
             def one() -> vine.Task:
                 t = vine.Task("true")
@@ -69,7 +67,7 @@ def main() -> int:
                               "median_ms": round(statistics.median(lat), 3),
                               "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 3),
                               "load1": os.getloadavg()[0]}))
-        worker.wait(30)
+        stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

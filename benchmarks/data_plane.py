@@ -12,19 +12,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
+from local_workers import start_workers, stop_workers
+
 import ndcctools.taskvine as vine
-
-
-def start_workers(m: vine.Manager, work: str, n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen(
-        [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "--single-shot",
-         "--cores", "2", "--memory", "4000", "--disk", "40000", "--workspace",
-         os.path.join(work, f"w{i}"), "127.0.0.1", str(m.port)]) for i in range(n)]
 
 
 def wait_all(m: vine.Manager, n: int) -> list[vine.Task]:
@@ -70,8 +64,7 @@ def cached_input(work: str, size: int) -> None:
                               "MB/s": round(size / 1e6 / seconds, 1) if seconds else None}))
         print(json.dumps({"bench": "cached-input 10 tasks", "wall_s": round(wall, 3),
                           "copies": len(copies)}))
-    for p in procs:
-        p.wait(30)
+    stop_workers(procs)
 
 
 def temp_pipeline(work: str, chains: int) -> None:
@@ -99,8 +92,7 @@ def temp_pipeline(work: str, chains: int) -> None:
                    and r[6] in temps)
         print(json.dumps({"bench": "temp pipeline", "tasks": 3 * chains,
                           "tasks/s": round(3 * chains / wall, 1), "temps_sent_by_manager": sent}))
-    for p in procs:
-        p.wait(30)
+    stop_workers(procs)
 
 
 def main() -> int:

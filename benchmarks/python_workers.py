@@ -14,10 +14,11 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+
+from local_workers import start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -69,10 +70,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="vine-bench-")
     try:
         with vine.Manager(port=0, run_info_path=os.path.join(work, "ri")) as m:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "--single-shot",
-                 "--cores", "2", "--memory", "4000", "--disk", "20000", "--workspace",
-                 os.path.join(work, "w"), "127.0.0.1", str(m.port)])
+            (worker,) = start_workers(m, work)
             warm = vine.PythonTask(inc, 0)
             m.submit(warm)
             if m.wait(60) is None:
@@ -100,7 +98,7 @@ def main() -> int:
                               "median_ms": round(statistics.median(times), 3),
                               "p95_ms": round(times[int(len(times) * 0.95)], 3),
                               "load1": os.getloadavg()[0]}), flush=True)
-        worker.wait(30)
+        stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -1,0 +1,27 @@
+"""Starting ``vine_worker`` processes on this machine for the benchmarks."""
+
+import os
+import subprocess
+import sys
+
+import ndcctools.taskvine as vine
+
+
+def start_workers(m: vine.Manager, work: str, n: int = 1) -> list[subprocess.Popen]:
+    """``n`` workers of 2 cores connecting to ``m`` on 127.0.0.1, workspaces under ``work``;
+    each exits when the manager releases it."""
+    return [subprocess.Popen(
+        [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker", "--single-shot",
+         "--cores", "2", "--memory", "4000", "--disk", "40000", "--workspace",
+         os.path.join(work, f"w{i}"), "127.0.0.1", str(m.port)]) for i in range(n)]
+
+
+def stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """Wait for released workers to exit; kill those that never connected (they would keep
+    looking for the manager until their own timeout)."""
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
