@@ -11,12 +11,11 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 
-from local_workers import start_workers, stop_workers
+from common import report_latency, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -62,11 +61,7 @@ def main() -> int:
                 m.submit(one())
                 m.wait(60)
                 lat.append((time.perf_counter() - t0) * 1000)
-            lat.sort()
-            print(json.dumps({"bench": "round_trip", "n": args.rounds,
-                              "median_ms": round(statistics.median(lat), 3),
-                              "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 3),
-                              "load1": os.getloadavg()[0]}))
+            report_latency("round_trip", lat)
         stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)

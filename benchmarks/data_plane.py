@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from local_workers import start_workers, stop_workers
+from common import start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 

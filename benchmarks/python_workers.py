@@ -13,12 +13,11 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 
-from local_workers import start_workers, stop_workers
+from common import report_latency, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -93,11 +92,7 @@ def main() -> int:
                 if t is None or t.output != i + 1:
                     raise SystemExit(f"round trip {i} failed: {t and t.result}")
                 times.append((time.perf_counter() - t0) * 1000)
-            times.sort()
-            print(json.dumps({"bench": "call_round_trip", "n": args.rounds,
-                              "median_ms": round(statistics.median(times), 3),
-                              "p95_ms": round(times[int(len(times) * 0.95)], 3),
-                              "load1": os.getloadavg()[0]}), flush=True)
+            report_latency("call_round_trip", times)
         stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)

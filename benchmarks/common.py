@@ -1,6 +1,8 @@
-"""Starting ``vine_worker`` processes on this machine for the benchmarks."""
+"""What the benchmarks share: local ``vine_worker`` processes, latency summaries."""
 
+import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -25,3 +27,12 @@ def stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def report_latency(label: str, times_ms: list[float]) -> None:
+    """One JSON line: median and p95 of ``times_ms``."""
+    times = sorted(times_ms)
+    print(json.dumps({"bench": label, "n": len(times),
+                      "median_ms": round(statistics.median(times), 3),
+                      "p95_ms": round(times[max(0, int(len(times) * 0.95) - 1)], 3),
+                      "load1": os.getloadavg()[0]}), flush=True)
