@@ -5,6 +5,9 @@ import os
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import ndcctools.taskvine as vine
 
@@ -27,6 +30,21 @@ def stop_workers(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def round_trips(m: vine.Manager, label: str, rounds: int, make: Callable[[int], vine.Task],
+                expected: Callable[[int], Any] | None = None) -> None:
+    """Time ``rounds`` tasks ``make(i)`` submitted and waited for one at a time (each must
+    come back, with output ``expected(i)`` when given) and report the latencies."""
+    times = []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        m.submit(make(i))
+        t = m.wait(60)
+        if t is None or (expected is not None and t.output != expected(i)):
+            raise SystemExit(f"{label} {i} failed: {t and t.result}")
+        times.append((time.perf_counter() - t0) * 1000)
+    report_latency(label, times)
 
 
 def report_latency(label: str, times_ms: list[float]) -> None:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from common import report_latency, start_workers, stop_workers
+from common import round_trips, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -55,13 +55,7 @@ def main() -> int:
                               "tasks_per_s": round(args.n / wall, 1),
                               "manager_cpu_ms_per_task": round(mcpu / args.n * 1000, 3),
                               "load1": os.getloadavg()[0]}))
-            lat = []
-            for _ in range(args.rounds):
-                t0 = time.perf_counter()
-                m.submit(one())
-                m.wait(60)
-                lat.append((time.perf_counter() - t0) * 1000)
-            report_latency("round_trip", lat)
+            round_trips(m, "round_trip", args.rounds, lambda i: one())
         stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)

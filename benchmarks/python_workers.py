@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from common import report_latency, start_workers, stop_workers
+from common import round_trips, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
@@ -84,15 +84,8 @@ def main() -> int:
                 run_all(m, calls, "functioncall", exec_mode=mode)
                 if mode == "fork":
                     m.remove_library("lib_fork")  # give its cores to the next library
-            times = []
-            for i in range(args.rounds):
-                t0 = time.perf_counter()
-                m.submit(vine.FunctionCall("lib_direct", "inc", i))
-                t = m.wait(60)
-                if t is None or t.output != i + 1:
-                    raise SystemExit(f"round trip {i} failed: {t and t.result}")
-                times.append((time.perf_counter() - t0) * 1000)
-            report_latency("call_round_trip", times)
+            round_trips(m, "call_round_trip", args.rounds,
+                        lambda i: vine.FunctionCall("lib_direct", "inc", i), inc)
         stop_workers([worker])
     finally:
         shutil.rmtree(work, ignore_errors=True)

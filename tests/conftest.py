@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -72,6 +73,19 @@ def wait_until(predicate, timeout=30.0, step=0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(step)
+
+
+def tree_tarball(tmp_path, name, files, suffix=".tar"):
+    """A tarball ``<name><suffix>`` of directory ``name`` holding ``files`` (relative path ->
+    text), stored under that name; the compression follows the suffix."""
+    src = tmp_path / name
+    for rel, text in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    path = tmp_path / f"{name}{suffix}"
+    with tarfile.open(path, "w:gz" if suffix.endswith("gz") else "w") as tar:
+        tar.add(src, arcname=name)
+    return path
 
 
 def wait_tasks(m, n, timeout=60.0):

@@ -119,7 +119,6 @@ class Manager:
         graph = TaskGraphLog(os.path.join(self._info.logs, "taskgraph"))
         self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
         self._engine.status_builder = self._status_bytes
-        self._engine.library_log = self._write_library_log
         self._engine.library_logs = self._info.library_logs
         self._name = name
         self._shutdown = shutdown
@@ -449,10 +448,10 @@ class Manager:
     def declare_starch(self, starch: File | str, cache: Any = False,
                        peer_transfer: bool = True) -> File:
         """A directory extracted on the worker from a starch self-extracting package."""
-        if isinstance(starch, str):
-            starch = self._package_file(starch, "declare_starch")
-            starch.set_mode(0o755)
+        from_path = isinstance(starch, str)
         starch = self._package_file(starch, "declare_starch")
+        if from_path:
+            starch.set_mode(0o755)
         t = Task("SFX_DIR=output SFX_EXTRACT_ONLY=1 ./package.sfx")
         t.add_input(starch, "package.sfx")
         return self.declare_minitask(t, "output", cache, peer_transfer)
@@ -463,6 +462,10 @@ class Manager:
         if not isinstance(package, File):
             raise TypeError(f"{what}() takes a File or a path")
         return package
+
+    def _environment(self, env: File | str) -> File:
+        """An execution context: a File as it is, a path as a poncho package."""
+        return env if isinstance(env, File) else self.declare_poncho(env, cache=True)
 
     # ------------------------------------------------------------------ serverless
     def create_library_from_functions(
@@ -482,7 +485,7 @@ class Manager:
         t.add_input(self._internal_buffer(info, level), "library_info.clpk")
         t._exec_mode = EXEC_MODES[exec_mode]
         if poncho_env is not None:
-            t.add_environment(self.declare_poncho(poncho_env, cache=True))
+            t.add_environment(self._environment(poncho_env))
         return t
 
     def create_library_from_serverized_files(self, library_name: str, library_path: str,
@@ -494,8 +497,7 @@ class Manager:
         for name in ("library_code.py", "library_info.clpk"):
             t.add_input(self.declare_file(os.path.join(folder, name), cache=True), name)
         if env is not None:
-            t.add_environment(self._package_file(env, "create_library_from_serverized_files")
-                              if isinstance(env, File) else self.declare_poncho(env, cache=True))
+            t.add_environment(self._environment(env))
         return t
 
     def create_library_from_command(self, executable_path: str, library_name: str,
@@ -505,8 +507,7 @@ class Manager:
         exe = self.declare_file(executable_path, cache=True)
         t.add_input(exe, "library_exe")
         if env is not None:
-            t.add_environment(env if isinstance(env, File) else
-                              self.declare_poncho(env, cache=True))
+            t.add_environment(self._environment(env))
         return t
 
     def install_library(self, task: LibraryTask) -> None:
@@ -553,12 +554,6 @@ class Manager:
     def remote_tree_reduce(self, fn: str, seq: Iterable[Any], library: str, name: str,
                            chunksize: int = 2) -> Any:
         return functional.remote_tree_reduce(self, fn, seq, library, name, chunksize)
-
-    def _write_library_log(self, task_id: int, output: bytes) -> None:
-        os.makedirs(self._info.library_logs, exist_ok=True)
-        path = os.path.join(self._info.library_logs, f"library-task-{task_id}.log")
-        with open(path, "wb") as f:  # all of it, whatever was streamed while it ran
-            f.write(output)
 
     # ------------------------------------------------------------------ resources, workers
     def tune(self, name: str, value: float) -> int:

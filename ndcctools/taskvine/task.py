@@ -8,6 +8,7 @@ Resubmitting a finished task gives it a fresh record and a new id.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from . import cvine
@@ -296,6 +297,15 @@ class Task:
     # ------------------------------------------------------------------ hooks
     def submit_finalize(self) -> None:
         """Called by the manager right before the task is registered (subclasses extend)."""
+
+    def _unsubmitted_copy(self) -> Task:
+        """A copy with its own lists of files, environment and features, not submitted yet:
+        what the manager submits itself (recovery tasks, library instances)."""
+        clone = copy.copy(self)
+        clone._inputs, clone._outputs = list(self._inputs), list(self._outputs)
+        clone._env, clone._features = dict(self._env), list(self._features)
+        clone._record = None
+        return clone
 
     def addref(self) -> Task:
         clone = object.__new__(type(self))

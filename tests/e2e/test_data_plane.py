@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import ndcctools.taskvine as vine
-from tests.conftest import wait_connected, wait_tasks, wait_until
+from tests.conftest import tree_tarball, wait_connected, wait_tasks, wait_until
 
 
 def transactions(m):
@@ -219,14 +219,8 @@ def test_a_source_that_refuses_connections_is_routed_around(manager, workers, tm
 
 
 def test_untar_and_minitask_inputs_are_built_on_the_worker(manager, workers, tmp_path):
-    import tarfile
     m = manager
-    src = tmp_path / "pkg"
-    src.mkdir()
-    (src / "hello.txt").write_text("unpacked\n")
-    tarball = tmp_path / "pkg.tar.gz"
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(src, arcname="pkg")
+    tarball = tree_tarball(tmp_path, "pkg", {"hello.txt": "unpacked\n"}, ".tar.gz")
     workers.start(m)
     untarred = m.declare_untar(m.declare_file(str(tarball), cache=True), cache=True)
     recipe = vine.Task("echo built by a mini task > made.txt")

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 import ndcctools.taskvine as vine
-from tests.conftest import wait_connected, wait_tasks, wait_until
+from tests.conftest import tree_tarball, wait_connected, wait_tasks, wait_until
 
 
 def in_cache(proc, cachename):
@@ -229,12 +229,7 @@ def test_poncho_and_starch_packages_as_execution_contexts(manager, workers, tmp_
 
 def test_recipe_inputs_of_a_mini_task_are_dropped_once_it_is_built(manager, workers, tmp_path):
     m = manager
-    src = tmp_path / "tree"
-    src.mkdir()
-    (src / "f.txt").write_text("inside\n")
-    tarball = tmp_path / "tree.tar"
-    with tarfile.open(tarball, "w") as tar:
-        tar.add(src, arcname="tree")
+    tarball = tree_tarball(tmp_path, "tree", {"f.txt": "inside\n"})
     proc = workers.start(m)
     packed = m.declare_file(str(tarball))  # task level: not worth keeping after the build
     untarred = m.declare_untar(packed, cache=True)

@@ -17,7 +17,6 @@ engine owns connections, and lends ``send``/``send_raw`` to write on them.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable
@@ -120,7 +119,7 @@ class Delivery:
         running = self.recovering.get(name)
         if running is not None and running.state != DONE:
             return
-        clone = _recovery_copy(producer)
+        clone = producer._unsubmitted_copy()
         rec = self.tasks.submit(clone)
         rec.recovery = True
         clone._record = rec
@@ -266,15 +265,6 @@ def _temp_output(task: Task, name: str) -> File | None:
         if mount.file._cachename == name and mount.file._type == cvine.VINE_TEMP:
             return mount.file
     return None
-
-
-def _recovery_copy(task: Task) -> Task:
-    """A copy of ``task`` to submit again as a recovery task."""
-    clone = copy.copy(task)
-    clone._inputs, clone._outputs = list(task._inputs), list(task._outputs)
-    clone._env, clone._features = dict(task._env), list(task._features)
-    clone._record = None
-    return clone
 
 
 def _size_of(path: str) -> int:

@@ -102,7 +102,7 @@ class Engine:
         for mount in task._outputs:
             self.delivery.producers[mount.file._cachename] = task
             if mount.flags & cvine.VINE_WATCH:
-                _truncate(mount.file._source)
+                _write_whole(mount.file._source, b"")  # the worker streams into it
         rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
         self.counters["tasks_submitted"] += 1
         self._dirty = True
@@ -468,10 +468,14 @@ class Engine:
                                  f"(task {inst.rec.task_id}) on {w.label()} to run task "
                                  f"{rec.task_id}")
                 self.libraries.instances.pop(inst.rec.task_id, None)
-                self._release(inst.rec)
-                self._send(w, p.Kill(inst.rec.task_id))
-                self.tasks.finish(inst.rec, cvine.VINE_RESULT_CANCELLED)
+                self._stop_instance(inst.rec)
                 return
+
+    def _stop_instance(self, rec: TaskRecord) -> None:
+        """Kill a dispatched library instance (not a failure of its library)."""
+        self._release(rec)
+        self._send(rec.worker, p.Kill(rec.task_id))
+        self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
 
     def _dispatch(self, rec: TaskRecord, w: WorkerRecord, alloc: Resources) -> None:
         task = rec.task
@@ -575,8 +579,8 @@ class Engine:
             self.txn.library(rec.task_id, "FAILURE", w.worker_id)
             self.debug.write("vine", f"library instance {rec.task_id} ({rec.library}) on "
                              f"{w.label()} ended: {output[-2000:].decode('utf-8', 'replace')}")
-            if self.tuning.watch_library_logfiles:
-                self.library_log(rec.task_id, output)
+            if self.tuning.watch_library_logfiles and self.library_logs:
+                _write_whole(self._library_log_path(rec.task_id), output)
             self._send(w, p.Kill(rec.task_id))
             self.tasks.finish(rec, msg.result)
             self._dirty = True
@@ -588,24 +592,21 @@ class Engine:
                 rec, int(self.tuning.max_task_stdout_storage),
                 lambda r, ok: settle(r.stdout or b"")))
 
-    def library_log(self, task_id: int, output: bytes) -> None:
-        """Replaced by the manager: keep an instance's output in ``library-logs/``."""
+    def _library_log_path(self, task_id: int) -> str:
+        return os.path.join(self.library_logs, f"library-task-{task_id}.log")
 
     def _library_log(self, rec: TaskRecord) -> p.Mount:
         """Watch the output of library instance ``rec`` into its log while it runs."""
-        path = os.path.join(self.library_logs, f"library-task-{rec.task_id}.log")
+        path = self._library_log_path(rec.task_id)
         log = File(cvine.VINE_FILE, path, f"library-log-{rec.task_id}", 0, 0)
-        _truncate(path)
+        _write_whole(path, b"")
         rec.task._outputs.append(Mounting(log, ".taskvine.stdout", cvine.VINE_WATCH))
         return p.Mount(log._cachename, ".taskvine.stdout", cvine.VINE_WATCH)
 
     def remove_library(self, name: str) -> None:
         """Drop template ``name`` and stop its instances."""
         for inst in self.libraries.remove(name):
-            w, rec = inst.worker, inst.rec
-            self._release(rec)
-            self._send(w, p.Kill(rec.task_id))
-            self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
+            self._stop_instance(inst.rec)
         for rec in list(self.tasks.instances.values()):
             if rec.library == name and rec.state == READY:
                 self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
@@ -935,13 +936,15 @@ def _has_room(w: WorkerRecord, mult: float) -> bool:
 
 
 
-def _truncate(path: str) -> None:
-    """Empty the local file of a watched output (the worker streams into it)."""
+def _write_whole(path: str, data: bytes) -> None:
+    """Replace the local file at ``path`` with ``data`` (watched outputs start empty, library
+    logs end whole); a failure shows when the output is retrieved or the log is read."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        open(path, "wb").close()
+        with open(path, "wb") as f:
+            f.write(data)
     except OSError:
-        pass  # reported when the output is retrieved
+        pass
 
 
 def _missing_inputs(task: Task) -> str | None:

@@ -17,7 +17,6 @@ library``, carrying the library's own output (a traceback, usually) as its ``std
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -77,12 +76,7 @@ class LibraryTable:
 
     def new_instance(self, name: str) -> Task:
         """A copy of template ``name`` to submit as a hidden instance."""
-        template = self.templates[name].task
-        clone = copy.copy(template)
-        clone._inputs, clone._outputs = list(template._inputs), list(template._outputs)
-        clone._env, clone._features = dict(template._env), list(template._features)
-        clone._record = None
-        return clone
+        return self.templates[name].task._unsubmitted_copy()
 
     # -- instances
     def wants_instance(self, name: str, workers: Iterable[WorkerRecord]) -> bool:
@@ -143,11 +137,9 @@ class LibraryTable:
     def has_free_slot(self) -> bool:
         return any(i.free > 0 for i in self.instances.values())
 
-    def drop_worker(self, w: WorkerRecord) -> list[Instance]:
-        gone = [i for i in self.instances.values() if i.worker is w]
-        for inst in gone:
+    def drop_worker(self, w: WorkerRecord) -> None:
+        for inst in [i for i in self.instances.values() if i.worker is w]:
             del self.instances[inst.rec.task_id]
-        return gone
 
     def idle(self) -> list[Instance]:
         """Instances running no call."""

@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from .. import protocol as p
+from ..library_host import send, take_messages
 
 EXEC_MODES = {1: "direct", 2: "fork"}
 QUEUED_PER_SLOT = 8  # calls per slot sent to a library that queues them itself
@@ -70,8 +71,7 @@ class LibraryProcess:
         return self.depth - len(self.calls) if self.ready else 0
 
     def invoke(self, call_id: int, function: str, sandbox: str, stdout: str, run: Any) -> None:
-        payload = f"{call_id} {function} {sandbox} {stdout}".encode()
-        os.write(self.to_library, b"%d\n" % len(payload) + payload)
+        send(self.to_library, f"{call_id} {function} {sandbox} {stdout}".encode())
         self.calls[call_id] = run
 
     def receive(self) -> tuple[list[tuple[int, int]], bool]:
@@ -84,34 +84,24 @@ class LibraryProcess:
         if not data:
             return [], True
         self._buffer += data
+        try:
+            messages = take_messages(self._buffer)
+        except ValueError:
+            raise LibraryError(f"library {self.name}: bad message header "
+                               f"{bytes(self._buffer[:40])!r}") from None
         finished = []
-        for payload in self._messages():
+        for payload in messages:
             if not self.ready:
                 self._handshake(payload)
                 continue
             fields = payload.split()
-            if len(fields) != 2:
-                raise LibraryError(f"library {self.name}: bad result message {payload!r}")
-            finished.append((int(fields[0]), int(fields[1])))
-        return finished, False
-
-    def _messages(self) -> list[bytes]:
-        out = []
-        buf = self._buffer
-        while True:
-            newline = buf.find(b"\n")
-            if newline < 0:
-                return out
             try:
-                length = int(buf[:newline])
+                call_id, status = (int(f) for f in fields)
             except ValueError:
-                raise LibraryError(f"library {self.name}: bad message header "
-                                   f"{bytes(buf[:40])!r}") from None
-            end = newline + 1 + length
-            if len(buf) < end:
-                return out
-            out.append(bytes(buf[newline + 1:end]))
-            del buf[:end]
+                raise LibraryError(f"library {self.name}: bad result message "
+                                   f"{payload!r}") from None
+            finished.append((call_id, status))
+        return finished, False
 
     def _handshake(self, payload: bytes) -> None:
         try:

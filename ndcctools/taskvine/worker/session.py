@@ -143,6 +143,7 @@ class Session:
         self.trimmed = (0, 0)  # (cache bytes, committed disk) at the last trim_cache()
         self.libraries: dict[int, LibraryProcess] = {}  # library task id -> process
         self.forks: dict[str, ForkServer] = {}  # python3 path -> its fork server
+        self.pythons: dict[str | None, str | None] = {}  # task PATH -> its python3
         self.forked: dict[int, TaskRun] = {}  # fork request id -> task
         self.fork_serial = 0
 
@@ -271,9 +272,7 @@ class Session:
         self.tasks[msg.task_id] = run
         if not self.ledger.total.covers(run.alloc):
             self.log(f"task {msg.task_id} asks for more than this worker has: forsaken")
-            self.send(p.Alive())
-            self.send(self.resources())
-            self.finish(run, RESULT_FORSAKEN, 0)
+            self.forsake(run)
             return
         try:
             for mount in (*msg.body.infiles, *msg.body.outfiles):
@@ -427,7 +426,10 @@ class Session:
         argv = python_task_argv(run.msg.body.command)
         if argv is None or env.get("PONCHO_PREFIX") or run.msg.task_id < 0:
             return False
-        python = shutil.which("python3", path=env.get("PATH"))
+        search = env.get("PATH")
+        if search not in self.pythons:  # one PATH search per PATH, not one per task
+            self.pythons[search] = shutil.which("python3", path=search)
+        python = self.pythons[search]
         if python is None:
             return False
         server = self.forks.get(python)
@@ -525,9 +527,7 @@ class Session:
                 self.forsake(call)
         lib.calls.clear()
         if not self.library_coming(lib.name):
-            for call in [r for r in self.queue if r.msg.body.needs_library == lib.name]:
-                self.queue.remove(call)
-                self.forsake(call)
+            self.forsake_queued(lambda body: body.needs_library == lib.name)
 
     def forsake(self, run: TaskRun) -> None:
         self.send(p.Alive())
@@ -866,12 +866,12 @@ class Session:
 
     def forsake_waiting_for(self, cachename: str) -> None:
         """Queued tasks that needed a cache object that could not be fetched are forsaken."""
-        for run in list(self.queue):
-            if any(m.cachename == cachename for m in run.msg.body.infiles):
-                self.queue.remove(run)
-                self.send(p.Alive())
-                self.send(self.resources())
-                self.finish(run, RESULT_FORSAKEN, 0)
+        self.forsake_queued(lambda body: any(m.cachename == cachename for m in body.infiles))
+
+    def forsake_queued(self, doomed: Callable[[p.TaskBody], bool]) -> None:
+        for run in [r for r in self.queue if doomed(r.msg.body)]:
+            self.queue.remove(run)
+            self.forsake(run)
 
     # ------------------------------------------------------------------ the rest
     def on_check(self, msg: p.Check) -> None:
