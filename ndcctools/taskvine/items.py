@@ -65,6 +65,12 @@ def check_link_target(target: str) -> str:
     return target
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def remove_tree(path: str) -> None:
     """Remove a file, link or directory tree; a missing path is fine."""
     try:
@@ -101,6 +107,13 @@ def outgoing(path: str, name: str, follow_top: bool = True,
     yield from _outgoing(path, name, st, mode)
 
 
+def outgoing_bytes(name: str, data: bytes, mode: int, mtime: int) -> Iterator[bytes]:
+    """The item stream of a file held in memory."""
+    yield m.FileItem(name, len(data), mode, mtime).encode()
+    if data:
+        yield data
+
+
 def _outgoing(path: str, name: str, st: os.stat_result,
               mode_override: int = 0) -> Iterator[bytes | FileSegment]:
     mode = st.st_mode
@@ -127,6 +140,7 @@ def _outgoing(path: str, name: str, st: os.stat_result,
 
 
 _DISCARD = -2  # ``ItemReceiver._fd`` while following a file that cannot be written
+_MEMORY = -3  # ``ItemReceiver._fd`` while collecting a top-level file in ``content``
 
 
 class ItemReceiver:
@@ -134,11 +148,14 @@ class ItemReceiver:
 
     ``feed(event)`` returns ``True`` once the top-level item is complete. Afterwards
     ``error`` holds the ``ErrorItem`` the peer sent for the top level (nothing written), and
-    ``size`` the bytes received (file sizes plus link lengths).
+    ``size`` the bytes received (file sizes plus link lengths). A top-level file of at most
+    ``memory_max`` bytes is not written but collected in ``content``.
     """
 
-    def __init__(self, dest: str):
+    def __init__(self, dest: str, memory_max: int = -1):
         self.dest = dest
+        self.memory_max = memory_max
+        self.content: bytearray | None = None
         self.size = 0
         self.mtime = 0
         self.mode = 0
@@ -172,7 +189,10 @@ class ItemReceiver:
     def _file_item(self, ev: m.FileItem) -> bool:
         path = self._path_for(ev.name)
         self._note_top(ev.mode, ev.mtime)
-        if self.write_error is None:
+        if not self._dirs and ev.size <= self.memory_max:
+            self.content = bytearray()
+            self._fd = _MEMORY
+        elif self.write_error is None:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
                                (ev.mode & 0o777) or 0o644)
         else:
@@ -186,11 +206,10 @@ class ItemReceiver:
     def _file_data(self, ev: object) -> bool:
         if not isinstance(ev, m.Data):
             raise UnsafeName("item stream ended inside a file")
-        if self._fd != _DISCARD:
-            view = memoryview(ev.chunk)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
+        if self._fd == _MEMORY:
+            self.content += ev.chunk
+        elif self._fd != _DISCARD:
+            write_all(self._fd, ev.chunk)
         return self.advance(len(ev.chunk))
 
     @property

@@ -17,7 +17,8 @@ every function (and of the context function), so functions may use them without 
 them; the context function, if any, runs once and the dict it returns becomes readable through
 ``ndcctools.taskvine.utils.load_variable_from_library`` (the real module when it is installed,
 stand-in modules otherwise). The host then writes the handshake, JSON
-``{"name": <library name>, "taskid": ID, "exec_mode": "fork"|"direct", "queues_calls": true}``,
+``{"name": <library name>, "taskid": ID, "exec_mode": "fork"|"direct", "queues_calls": true,
+"inline_io": true}``,
 on B and sends SIGCHLD to the worker P. ``queues_calls`` (ignored by workers that do not know
 it) tells the worker it may send more calls than there are slots: the extra ones wait here,
 so a slot never waits for the worker. If startup fails, the traceback goes to stderr and the
@@ -30,6 +31,14 @@ runs with ``<sandbox>`` as its current directory and fds 1 and 2 appended to ``<
 ``{"Result": value, "Success": True, "Reason": None}``, or ``Result None, Success False`` and
 the traceback as ``Reason`` if the function raised. The host then writes ``<call_id> <status>``
 on B and sends SIGCHLD to P.
+
+Inline calls, an extension our worker uses with libraries whose handshake says
+``"inline_io": true`` (this one): the invocation is ``<call_id> <function> <sandbox>
+<stdout_file>\n<content of infile>``; no ``infile`` is in the sandbox, ``<stdout_file>`` is
+truncated by the host, not the worker, and no SIGCHLD is sent (that worker watches B). In
+direct mode the result is then ``<call_id> <status>\n<content of outfile>`` and no outfile is
+written, unless the content exceeds ``INLINE_RESULT_MAX`` bytes. Calls without the newline
+are served as above, so the host also works with workers that do not know the extension.
 
 * fork: each call runs in a child forked from the host, whose functions are already loaded; at
   most S children at once (more calls wait in a queue). The status is the child's raw waitpid
@@ -66,6 +75,7 @@ EXEC_MODES = ("fork", "direct")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 PARENT_CHECK_SECONDS = 1.0
+INLINE_RESULT_MAX = 256 << 10  # larger results of inline calls still go to outfile
 SETUP_FAILED = 1 << 8  # the raw waitpid status of a process that exited 1
 
 
@@ -99,6 +109,20 @@ class Call(NamedTuple):
     function: str
     sandbox: str
     stdout_file: str
+    args: bytes | None = None  # the content of infile, for an inline call
+
+    @classmethod
+    def parse(cls, message: bytes) -> Call | None:
+        """The call an invocation describes (None if malformed)."""
+        head, inline, args = message.partition(b"\n")
+        parts = head.decode().split()
+        if len(parts) != 4:
+            return None
+        return cls(*parts, args if inline else None)
+
+    def encode(self) -> bytes:
+        head = " ".join(self[:4]).encode()
+        return head if self.args is None else head + b"\n" + self.args
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -181,21 +205,26 @@ def load_library(path: str) -> tuple[str, str, dict[str, Callable]]:
     return info["library_name"], exec_mode, functions
 
 
-def run_call(fn: Callable | None, call: Call) -> None:
-    """Runs the call and writes its outfile (raises only if the outfile cannot be written)."""
+def run_call(fn: Callable | None, call: Call) -> bytes:
+    """Runs the call; returns the content of its outfile."""
     if fn is None:
         outcome = {"Result": None, "Success": False,
                    "Reason": f"this library has no function named {call.function!r}"}
-        data = cloudpickle.dumps(outcome)
-    else:
-        try:
+        return cloudpickle.dumps(outcome)
+    try:
+        if call.args is None:
             with open(os.path.join(call.sandbox, "infile"), "rb") as f:
                 event = cloudpickle.load(f)
-            value = fn(*event.get("fn_args", ()), **event.get("fn_kwargs", {}))
-            data = cloudpickle.dumps({"Result": value, "Success": True, "Reason": None})
-        except BaseException:
-            data = cloudpickle.dumps({"Result": None, "Success": False,
-                                      "Reason": traceback.format_exc()})
+        else:
+            event = cloudpickle.loads(call.args)
+        value = fn(*event.get("fn_args", ()), **event.get("fn_kwargs", {}))
+        return cloudpickle.dumps({"Result": value, "Success": True, "Reason": None})
+    except BaseException:
+        return cloudpickle.dumps({"Result": None, "Success": False,
+                                  "Reason": traceback.format_exc()})
+
+
+def write_outfile(call: Call, data: bytes) -> None:
     with open(os.path.join(call.sandbox, "outfile"), "wb") as f:
         f.write(data)
 
@@ -208,8 +237,10 @@ def flush_std() -> None:
             pass
 
 
-def redirect_output(stdout_file: str) -> None:
-    fd = os.open(stdout_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def redirect_output(call: Call) -> None:
+    """Fds 1 and 2 to the call's stdout file (emptied first for an inline call)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if call.args is not None else 0)
+    fd = os.open(call.stdout_file, flags, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -227,10 +258,14 @@ def take_messages(buffer: bytearray) -> list[bytes]:
     return messages
 
 
-def send(fd: int, payload: bytes) -> None:
-    view = memoryview(b"%d\n%s" % (len(payload), payload))
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def send(fd: int, payload: bytes) -> None:
+    write_all(fd, b"%d\n%s" % (len(payload), payload))
 
 
 class Host:
@@ -240,6 +275,7 @@ class Host:
                  functions: dict[str, Callable]) -> None:
         self.in_fd, self.out_fd = args.in_pipe_fd, args.out_pipe_fd
         self.worker_pid = args.worker_pid
+        self.signal_worker = True  # SIGCHLD after each message (workers that poll need it)
         self.fork = exec_mode == "fork"
         self.functions = functions
         self.slots = args.function_slots if args.function_slots > 0 else None
@@ -264,9 +300,9 @@ class Host:
             self.selector.register(wake_read, selectors.EVENT_READ, self.on_child_exit)
             self.own_fds += [wake_read, wake_write]
 
-    def notify(self, payload: str) -> None:
-        send(self.out_fd, payload.encode())
-        if self.worker_pid > 0:
+    def notify(self, payload: str | bytes) -> None:
+        send(self.out_fd, payload.encode() if isinstance(payload, str) else payload)
+        if self.signal_worker and self.worker_pid > 0:
             try:
                 os.kill(self.worker_pid, signal.SIGCHLD)
             except OSError:
@@ -292,28 +328,35 @@ class Host:
             return
         self.buffer += data
         for message in take_messages(self.buffer):
-            parts = message.decode().split()
-            if len(parts) != 4:
-                print(f"library host: ignoring malformed invocation {message!r}",
+            call = Call.parse(message)
+            if call is None:
+                print(f"library host: ignoring malformed invocation {message[:200]!r}",
                       file=sys.stderr, flush=True)
-            elif self.fork:
-                self.queue.append(Call(*parts))
+                continue
+            if call.args is not None:
+                self.signal_worker = False  # a worker that sends inline calls watches B
+            if self.fork:
+                self.queue.append(call)
                 self.start_queued()
             else:
-                self.notify(f"{parts[0]} {self.run_direct(Call(*parts))}")
+                self.run_direct(call)
 
-    def run_direct(self, call: Call) -> int:
-        """Runs the call in this process; returns its status."""
+    def run_direct(self, call: Call) -> None:
+        """Runs the call in this process and reports it."""
         flush_std()
         saved = os.dup(1), os.dup(2)
+        result = f"{call.call_id} {SETUP_FAILED}".encode()
         try:
-            redirect_output(call.stdout_file)
+            redirect_output(call)
             os.chdir(call.sandbox)
-            run_call(self.functions.get(call.function), call)
-            return 0
+            data = run_call(self.functions.get(call.function), call)
+            if call.args is not None and len(data) <= INLINE_RESULT_MAX:
+                result = b"%s 0\n%s" % (call.call_id.encode(), data)
+            else:
+                write_outfile(call, data)
+                result = f"{call.call_id} 0".encode()
         except Exception:
             traceback.print_exc()
-            return SETUP_FAILED
         finally:
             flush_std()
             os.dup2(saved[0], 1)
@@ -321,6 +364,7 @@ class Host:
             os.close(saved[0])
             os.close(saved[1])
             os.chdir(self.home)
+        self.notify(result)
 
     def start_queued(self) -> None:
         """Hand queued calls to children: the spare one forked in advance, else a new one;
@@ -343,7 +387,7 @@ class Host:
         pid, pipe = self.spare
         self.spare = None
         try:
-            os.write(pipe, " ".join(call).encode())
+            write_all(pipe, call.encode())
             return pid
         except OSError:  # it died waiting: it is reaped as an unknown child
             self.fork_spare()
@@ -379,7 +423,10 @@ class Host:
             os._exit(1)
         if not data:  # the host went away without a call for us
             os._exit(0)
-        self.run_child(Call(*data.decode().split()))
+        call = Call.parse(data)
+        if call is None:
+            os._exit(1)
+        self.run_child(call)
 
     def leave_host(self) -> None:
         """In a child: drop the host's signal handling and descriptors."""
@@ -391,9 +438,9 @@ class Host:
     def run_child(self, call: Call) -> NoReturn:
         status = 1
         try:
-            redirect_output(call.stdout_file)
+            redirect_output(call)
             os.chdir(call.sandbox)
-            run_call(self.functions.get(call.function), call)
+            write_outfile(call, run_call(self.functions.get(call.function), call))
             status = 0
         except BaseException:
             traceback.print_exc()
@@ -428,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     flush_std()
     host = Host(args, exec_mode, functions)
     host.notify(json.dumps({"name": name, "taskid": args.task_id, "exec_mode": exec_mode,
-                            "queues_calls": True}))
+                            "queues_calls": True, "inline_io": True}))
     if host.fork:
         host.fork_spare()  # the first call need not wait for a fork either
     host.serve()

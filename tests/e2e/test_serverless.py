@@ -68,6 +68,26 @@ def test_calls_into_a_library(manager, workers, tmp_path, mode):
     assert counter.read_text() == "loaded\n"  # the context ran once for all these calls
 
 
+def doubled(data):
+    return data * 2
+
+
+@pytest.mark.parametrize("mode", ["fork", "direct"])
+def test_arguments_and_results_of_every_size(manager, workers, mode):
+    """Small ones pass inside the library's messages; larger ones than a message, a pipe or
+    the worker's memory may hold go through files."""
+    m = manager
+    workers.start(m)
+    lib = m.create_library_from_functions("sizes", doubled, add_env=False, exec_mode=mode)
+    lib.set_function_slots(2)
+    m.install_library(lib)
+    sizes = [0, 10, 20_000, 40_000, 200_000, 700_000, 3_000_000] * 2
+    data = [os.urandom(n) for n in sizes]
+    done = run_calls(m, [vine.FunctionCall("sizes", "doubled", d) for d in data])
+    assert [c.result for c in done] == ["success"] * len(data)
+    assert [c.output == d * 2 for c, d in zip(done, data, strict=True)] == [True] * len(data)
+
+
 def test_two_libraries_on_one_worker(manager, workers):
     m = manager
     workers.start(m, cores=2)

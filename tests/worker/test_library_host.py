@@ -51,6 +51,10 @@ class Library:
         self.calls = 0
 
     def recv(self, timeout: float = DEADLINE) -> str:
+        """The next message from the host, as text."""
+        return self.recv_bytes(timeout).decode()
+
+    def recv_bytes(self, timeout: float = DEADLINE) -> bytes:
         """The next message from the host; TimeoutError if none comes in time."""
         deadline = time.monotonic() + timeout
         while not self.received:
@@ -62,23 +66,31 @@ class Library:
                 raise EOFError("the library host closed its out-pipe")
             self.buffer += data
             self.received += library_host.take_messages(self.buffer)
-        return self.received.popleft().decode()
+        return self.received.popleft()
 
     def handshake(self) -> dict:
         return json.loads(self.recv())
 
-    def send(self, payload: str) -> None:
-        os.write(self.to_host, b"%d\n%s" % (len(payload), payload.encode()))
+    def send(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            payload = payload.encode()
+        os.write(self.to_host, b"%d\n%s" % (len(payload), payload))
 
-    def invoke(self, function: str, *args, **kwargs) -> str:
-        """Sends a call; returns its id (its sandbox is ``call<id>``)."""
+    def invoke(self, function: str, *args, inline: bool = False, **kwargs) -> str:
+        """Sends a call, its arguments in its sandbox's infile or ``inline``; returns its id
+        (its sandbox is ``call<id>``)."""
         self.calls += 1
         call_id = str(self.calls)
         sandbox = self.tmp_path / f"call{call_id}"
         sandbox.mkdir()
-        (sandbox / "infile").write_bytes(
-            cloudpickle.dumps({"fn_args": list(args), "fn_kwargs": kwargs}))
-        self.send(f"{call_id} {function} {sandbox} {sandbox / 'stdout'}")
+        pickled = cloudpickle.dumps({"fn_args": list(args), "fn_kwargs": kwargs})
+        head = f"{call_id} {function} {sandbox} {sandbox / 'stdout'}"
+        if inline:
+            (sandbox / "stdout").write_text("left by an earlier call\n")
+            self.send(head.encode() + b"\n" + pickled)
+        else:
+            (sandbox / "infile").write_bytes(pickled)
+            self.send(head)
         return call_id
 
     def outcome(self, call_id: str) -> dict:
@@ -143,7 +155,7 @@ def basic_functions() -> list:
 def test_calls_results_failures_and_output(start, tmp_path, mode):
     library = start(library_info("basic", basic_functions(), mode), slots=2, cores=4)
     assert library.handshake() == {"name": "basic", "taskid": 7, "exec_mode": mode,
-                                   "queues_calls": True}
+                                   "queues_calls": True, "inline_io": True}
     assert library.call("add", 2, b=3) == {"Result": 5, "Success": True, "Reason": None}
     failed = library.call("fail", "broken on purpose")
     assert failed["Success"] is False and failed["Result"] is None
@@ -158,6 +170,37 @@ def test_calls_results_failures_and_output(start, tmp_path, mode):
     assert library.call("add", 1)["Result"] == 1  # still serving after all that
     assert library.close() == 0
     assert "hello" not in library.stdout.read_text() + library.stderr.read_text()
+
+
+@pytest.mark.parametrize("mode", ["fork", "direct"])
+def test_inline_calls_take_and_give_files_in_their_messages(start, tmp_path, mode):
+    signals = []
+    previous = signal.signal(signal.SIGCHLD, lambda *_: signals.append(1))
+    try:
+        library = start(library_info("basic", basic_functions(), mode), slots=2)
+        library.handshake()
+        call_id = library.invoke("chatty", "hi", inline=True)
+        sandbox = tmp_path / f"call{call_id}"
+        head, _, outfile = library.recv_bytes().partition(b"\n")
+        signals.clear()  # the handshake's signal has arrived by now
+        assert head == f"{call_id} 0".encode()
+        if mode == "direct":  # the result comes in the message, nothing on disk
+            assert not (sandbox / "outfile").exists()
+        else:  # a forked child still writes its outfile
+            assert outfile == b""
+            outfile = (sandbox / "outfile").read_bytes()
+        assert cloudpickle.loads(outfile)["Result"] == str(sandbox)
+        assert library.output(call_id) == "hi\nerr hi\n"  # the host emptied it first
+        assert not (sandbox / "infile").exists()
+        big = library.invoke("add", "x" * (library_host.INLINE_RESULT_MAX + 1), b="",
+                             inline=True)
+        assert library.recv() == f"{big} 0"  # too big for a message: in outfile
+        assert len(library.outcome(big)["Result"]) == library_host.INLINE_RESULT_MAX + 1
+        if mode == "direct":
+            assert signals == []  # a worker sending inline calls reads the pipe unprompted
+        assert library.close() == 0
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
 
 
 def test_a_killed_child_reports_its_raw_status(start):

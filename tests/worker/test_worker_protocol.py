@@ -321,6 +321,32 @@ def test_peer_fetch_through_the_transfer_server(fake):
     assert isinstance(got["T8"], p.CacheInvalid) and "No such file" in got["T8"].text
 
 
+def test_a_small_object_stays_in_memory_until_a_task_needs_its_file(fake):
+    port = fake.hello()[2].port
+    fake.send(p.Put("buffer-m", 0, 5), p.FileItem("buffer-m", 5, 0o755, 1), b"hello")
+    assert fake.until(p.CacheUpdate).size == 5
+    on_disk = fake.workspace / "cache" / "buffer-m"
+    fake.send(p.GetFile("buffer-m"))
+    item = fake.until(p.FileItem)
+    assert (item.name, item.size, item.mode) == ("buffer-m", 5, 0o755)
+    assert fake.next() == p.Data(b"hello")
+    assert not on_disk.exists()  # served from memory
+    fake.send(p.PutUrl(f"workerip://127.0.0.1:{port}/buffer-m", "buffer-copy", 0, 0, 0o755, "T1"))
+    assert fake.until(p.CacheUpdate).transfer_id == "T1"
+    assert not on_disk.exists()  # a peer got it from memory too
+    fake.send(task(1, "cat in > out", infiles=(p.Mount("buffer-m", "in"),),
+                   outfiles=(p.Mount("file-out", "out"),)))
+    assert fake.until(p.Complete).exit_code == 0
+    assert on_disk.read_bytes() == b"hello" and on_disk.stat().st_mode & 0o777 == 0o755
+    fake.send(p.Get("file-out"), p.Get("buffer-copy"))
+    for _ in range(2):
+        fake.until(p.FileItem)
+        assert fake.next() == p.Data(b"hello")
+    fake.send(p.Unlink("buffer-m"), p.Check())
+    fake.until(p.Alive)
+    assert not on_disk.exists()
+
+
 @pytest.mark.parametrize("request_line,errno", [
     (b"get ..\n", 22), (b"get a%2Fb\n", 22), (b"get dir-a.meta\n", 22),
     (b"get missing\n", 2)])

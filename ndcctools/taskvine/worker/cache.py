@@ -9,6 +9,14 @@ objects of level ``forever`` with valid metadata are kept from an earlier worker
 (everything else found there is deleted) and announced in every hello. Every name is
 checked to be a single plain path component before it touches the disk.
 
+Small objects (at most ``MEMORY_OBJECT_MAX`` bytes, below level ``forever``, while the
+memory they hold stays under ``MEMORY_TOTAL_MAX``) may live in memory instead: a function
+call's arguments and result never touch the disk, where creating a file costs about 0.1 ms
+of kernel time on the machines we measured. Such an object is written out (``file``) the first
+time something needs it as a file: linked into a sandbox, or served as a directory tree.
+Readers that only need its bytes (``memory``: serving it to the manager or to a peer, passing
+it to a library) take them from memory.
+
 The cache also knows how many bytes it holds and which objects were used least recently, so
 the worker can evict ``workflow`` and ``worker`` objects that no task needs when it runs out
 of disk (``evictable``).
@@ -20,8 +28,9 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ..items import check_component, remove_tree, tree_size
+from ..items import check_component, remove_tree, tree_size, write_all
 from ..protocol import CacheUpdate
 
 TYPE_PUT = 0
@@ -30,6 +39,8 @@ TYPE_MINI_TASK = 5
 LEVEL_WORKFLOW = 1
 LEVEL_WORKER = 2
 LEVEL_FOREVER = 3
+MEMORY_OBJECT_MAX = 1 << 20
+MEMORY_TOTAL_MAX = 64 << 20
 
 
 @dataclass(slots=True)
@@ -42,6 +53,16 @@ class Entry:
     start_us: int = 0
     source: str = field(default="manager")
     last_used: float = 0.0
+    data: bytes | None = None  # the content of an object held in memory, not on disk
+    mode: int = 0o644  # its permission bits, for when it is written out or sent
+
+
+class Held(NamedTuple):
+    """An object held in memory."""
+
+    data: bytes
+    mode: int
+    mtime: int
 
 
 class Cache:
@@ -52,11 +73,42 @@ class Cache:
             os.makedirs(d, exist_ok=True)
         self.objects: dict[str, Entry] = {}
         self.bytes = 0  # sum of the sizes of the objects
+        self.memory_bytes = 0  # of which held in memory
         self._load()
         self.bytes = sum(e.size for e in self.objects.values())
 
     def path(self, name: str) -> str:
+        """Where object ``name`` is or would be on disk (see ``file`` to be sure it is)."""
         return os.path.join(self.dir, check_component(name))
+
+    def file(self, name: str) -> str:
+        """The path of object ``name`` on disk, writing it out first if it is in memory."""
+        path = self.path(name)
+        entry = self.objects.get(name)
+        if entry is not None and entry.data is not None:
+            staging = self.staging_path(name)
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, entry.mode)
+            try:
+                write_all(fd, entry.data)
+            finally:
+                os.close(fd)
+            os.utime(staging, (entry.mtime, entry.mtime))
+            os.rename(staging, path)  # before it leaves memory: a reader sees one or the other
+            self.memory_bytes -= entry.size
+            entry.data = None
+        return path
+
+    def memory(self, name: str) -> Held | None:
+        """The content of object ``name`` if it is held in memory. Safe from any thread: an
+        object leaves memory only once its file is in place."""
+        entry = self.objects.get(name)
+        data = entry.data if entry is not None else None
+        return None if data is None else Held(data, entry.mode, entry.mtime)
+
+    def fits_in_memory(self, size: int, level: int) -> bool:
+        """Whether a new object of ``size`` bytes and cache ``level`` may be kept in memory."""
+        return (size <= MEMORY_OBJECT_MAX and level < LEVEL_FOREVER
+                and self.memory_bytes + size <= MEMORY_TOTAL_MAX)
 
     def staging_path(self, name: str) -> str:
         """Where an incoming object is written before it enters the cache."""
@@ -97,6 +149,21 @@ class Cache:
             self._write_meta(name, st.st_mode, entry)
         return self.update_for(name, transfer_id)
 
+    def add_bytes(self, name: str, data: bytes, mode: int, level: int, kind: int,
+                  start_us: int, transfer_id: str = "X") -> CacheUpdate:
+        """Keep ``data`` as object ``name`` in memory (the caller checked ``fits_in_memory``);
+        returns the ``cache-update`` to send."""
+        check_component(name)
+        if name in self.objects:
+            self.remove(name)
+        now = time.time()
+        entry = Entry(level, len(data), int(now), kind, max(0, int(now * 1e6) - start_us),
+                      start_us, "manager", time.monotonic(), data, mode & 0o777)
+        self.objects[name] = entry
+        self.bytes += entry.size
+        self.memory_bytes += entry.size
+        return self.update_for(name, transfer_id)
+
     def update_for(self, name: str, transfer_id: str = "X") -> CacheUpdate:
         """The ``cache-update`` announcing object ``name`` (which must be present)."""
         e = self.objects[name]
@@ -124,6 +191,9 @@ class Cache:
         entry = self.objects.pop(name, None)
         if entry is not None:
             self.bytes -= entry.size
+            if entry.data is not None:
+                self.memory_bytes -= entry.size
+                return
         path = self.path(name)
         remove_tree(path)
         if entry is None or entry.level >= LEVEL_FOREVER:

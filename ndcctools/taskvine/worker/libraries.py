@@ -13,6 +13,13 @@ more when its handshake says ``queues_calls`` (ours does: then it never waits fo
 between calls); each ends with ``<call id> <status>`` on B. ``LibraryProcess`` owns one such
 process: its pipes, the framing, the handshake and the calls it is running. The session
 starts and reaps the process like any task and asks this class everything else.
+
+A handshake with ``inline_io`` (ours) lets the worker pass a call's ``infile`` inside the
+invocation and take its ``outfile`` inside the result (see ``library_host``), so neither
+touches the disk. The worker writes to A without ever blocking, which is what keeps the two
+processes from waiting on each other: inline arguments are only sent while those of the calls
+the library holds stay under ``INLINE_BUDGET`` (a pipe holds 64 KiB), and results are read
+whenever they arrive.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ..library_host import send, take_messages
 
 EXEC_MODES = {1: "direct", 2: "fork"}
 QUEUED_PER_SLOT = 8  # calls per slot sent to a library that queues them itself
+INLINE_BUDGET = 32 << 10  # bytes of inline arguments a library may hold unread
 
 
 class LibraryError(Exception):
@@ -34,7 +42,7 @@ class LibraryError(Exception):
 
 class LibraryProcess:
     __slots__ = ("task_id", "name", "slots", "mode", "to_library", "from_library", "ready",
-                 "calls", "depth", "_buffer")
+                 "calls", "depth", "inline", "inline_bytes", "_buffer")
 
     def __init__(self, task_id: int, body: p.TaskBody, cores: int):
         self.task_id = task_id
@@ -48,6 +56,8 @@ class LibraryProcess:
         self.ready = False
         self.depth = self.slots  # calls it may hold at once (more if it queues them itself)
         self.calls: dict[int, Any] = {}  # call id -> the call's TaskRun
+        self.inline = False  # whether it takes inline calls
+        self.inline_bytes: dict[int, int] = {}  # call id -> its inline argument bytes
         self._buffer = bytearray()
 
     def open_pipes(self) -> tuple[int, int]:
@@ -70,15 +80,26 @@ class LibraryProcess:
     def free_slots(self) -> int:
         return self.depth - len(self.calls) if self.ready else 0
 
-    def invoke(self, call_id: int, function: str, sandbox: str, stdout: str, run: Any) -> None:
-        send(self.to_library, f"{call_id} {function} {sandbox} {stdout}".encode())
+    def takes_inline(self, size: int) -> bool:
+        """Whether a call with ``size`` bytes of arguments may pass them inline now."""
+        return self.inline and sum(self.inline_bytes.values()) + size <= INLINE_BUDGET
+
+    def invoke(self, call_id: int, function: str, sandbox: str, stdout: str, run: Any,
+               args: bytes | None = None) -> None:
+        """Send a call; ``args``, the content of its infile, inline (see ``takes_inline``)."""
+        head = f"{call_id} {function} {sandbox} {stdout}".encode()
+        if args is not None:
+            self.inline_bytes[call_id] = len(args)
+            head += b"\n" + args
+        send(self.to_library, head)
         self.calls[call_id] = run
 
-    def receive(self) -> tuple[list[tuple[int, int]], bool]:
-        """Read what the library sent: ([(call id, status), ...] of finished calls, whether
-        the pipe is closed). The first message must be the handshake."""
+    def receive(self) -> tuple[list[tuple[int, int, bytes | None]], bool]:
+        """Read what the library sent: ([(call id, status, inline outfile or None), ...] of
+        finished calls, whether the pipe is closed). The first message must be the
+        handshake."""
         try:
-            data = os.read(self.from_library, 1 << 16)
+            data = os.read(self.from_library, 1 << 20)
         except BlockingIOError:
             return [], False
         if not data:
@@ -94,13 +115,14 @@ class LibraryProcess:
             if not self.ready:
                 self._handshake(payload)
                 continue
-            fields = payload.split()
+            head, inline, content = payload.partition(b"\n")
             try:
-                call_id, status = (int(f) for f in fields)
+                call_id, status = (int(f) for f in head.split())
             except ValueError:
                 raise LibraryError(f"library {self.name}: bad result message "
-                                   f"{payload!r}") from None
-            finished.append((call_id, status))
+                                   f"{payload[:80]!r}") from None
+            self.inline_bytes.pop(call_id, None)
+            finished.append((call_id, status, content if inline else None))
         return finished, False
 
     def _handshake(self, payload: bytes) -> None:
@@ -116,6 +138,7 @@ class LibraryProcess:
             raise LibraryError(f"library {self.name} runs in {mode!r} mode, not {self.mode!r}")
         if info.get("queues_calls") is True:
             self.depth = self.slots * QUEUED_PER_SLOT
+        self.inline = info.get("inline_io") is True
         self.ready = True
 
     def close(self) -> None:

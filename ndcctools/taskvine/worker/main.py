@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"workspace {workspace}; offering {total}")
     cache = Cache(workspace)
-    server = TransferServer(cache.dir, args.transfer_port, log)
+    server = TransferServer(cache, args.transfer_port, log)
     config.transfer_port = server.port
     try:
         serve(args, config, cache, Fetcher(cache.transfer_dir), Ledger(total), log)

@@ -33,6 +33,7 @@ from ..items import (
     check_component,
     check_relative,
     outgoing,
+    outgoing_bytes,
     remove_tree,
     tree_size,
 )
@@ -61,6 +62,8 @@ FORKS = "forks"  # selector tag of a fork server's socket
 WATCH_INTERVAL = 0.5  # seconds between looks at watched outputs
 DISK_CHECK_INTERVAL = 5.0  # seconds between measurements of sandboxes with a disk limit
 UPDATE_CHUNK = 1 << 20  # at most this many bytes of one watched file per ``update``
+CALL_INFILE = "infile"  # a function call's arguments, in its sandbox
+CALL_OUTFILE = "outfile"  # a function call's result, in its sandbox
 
 
 @dataclass
@@ -78,7 +81,8 @@ class TaskRun:
     """One task on this worker."""
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
-                 "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library")
+                 "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library",
+                 "call_args")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -94,6 +98,7 @@ class TaskRun:
         self.sandbox_mb = 0
         self.fork_id = 0  # request to a fork server (0: started with posix_spawn)
         self.library: LibraryProcess | None = None  # the library it is, or that serves it
+        self.call_args: bytes | None = None  # a call's infile, passed inline to its library
 
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
@@ -367,8 +372,13 @@ class Session:
             name = _sandbox_name(msg)
             box = run.sandbox = Sandbox(self.config.workspace, name, self.pool)
             for m in body.infiles:
-                box.link_input(self.cache.path(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
                 self.cache.touch(m.cachename)
+                if m.path == CALL_INFILE and run.library is not None and run.call_args is None:
+                    held = self.cache.memory(m.cachename)
+                    if held is not None and run.library.takes_inline(len(held.data)):
+                        run.call_args = held.data
+                        continue
+                box.link_input(self.cache.file(m.cachename), m.path, bool(m.flags & MOUNT_SYMLINK))
             for m in body.outfiles:
                 if m.flags & MOUNT_MKDIR:
                     box.make_output_dir(m.path)
@@ -487,12 +497,14 @@ class Session:
     def invoke(self, call: TaskRun) -> None:
         """Send a function call, whose sandbox is ready, to its library."""
         box = call.sandbox
-        os.close(os.open(box.stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        if call.call_args is None:  # else the library empties it
+            os.close(os.open(box.stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         call.start_us = int(time.time() * 1e6)
         call.running = True
         try:
             call.library.invoke(call.msg.task_id, call.msg.body.command,
-                                os.path.abspath(box.path), os.path.abspath(box.stdout), call)
+                                os.path.abspath(box.path), os.path.abspath(box.stdout), call,
+                                call.call_args)
         except OSError as e:  # the library is gone; its exit forsakes the call
             self.log(f"call {call.msg.task_id}: cannot reach library {call.library.name}: {e}")
             call.library.calls[call.msg.task_id] = call
@@ -504,11 +516,11 @@ class Session:
             self.log(f"{e}: killing it")
             finished, closed = [], True
             kill_group(self.tasks[lib.task_id].pid)
-        for call_id, status in finished:
+        for call_id, status, outfile in finished:
             call = lib.calls.pop(call_id, None)
             if call is not None and self.tasks.get(call_id) is call:
                 call.running = False
-                self.keep_outputs(call)
+                self.keep_outputs(call, outfile)
                 self.finish(call, 0, status, int(time.time() * 1e6))
         if closed:
             self.sel.unregister(lib.from_library)
@@ -526,6 +538,7 @@ class Session:
                 call.running = False
                 self.forsake(call)
         lib.calls.clear()
+        lib.inline_bytes.clear()
         if not self.library_coming(lib.name):
             self.forsake_queued(lambda body: body.needs_library == lib.name)
 
@@ -614,11 +627,19 @@ class Session:
         self.keep_outputs(run)
         self.finish(run, run.kill_result, code, end_us)
 
-    def keep_outputs(self, run: TaskRun) -> None:
-        """Move what the task produced into the cache (a ``cache-update`` each)."""
+    def keep_outputs(self, run: TaskRun, outfile: bytes | None = None) -> None:
+        """Move what the task produced into the cache (a ``cache-update`` each); ``outfile``
+        is the content of a call's outfile that its library passed inline."""
         box = run.sandbox
         for m in run.msg.body.outfiles:
             try:
+                if outfile is not None and m.path == CALL_OUTFILE:
+                    if self.cache.fits_in_memory(len(outfile), 0):
+                        self.send(self.cache.add_bytes(m.cachename, outfile, 0o644, 0,
+                                                       TYPE_PUT, run.start_us))
+                        continue
+                    with open(box.output_path(m.path), "wb") as f:
+                        f.write(outfile)
                 produced = box.output(m.path)
                 if produced is not None:
                     self.send(self.cache.add(m.cachename, produced, 0, TYPE_PUT, run.start_us))
@@ -707,7 +728,8 @@ class Session:
     # ------------------------------------------------------------------ cache objects
     def on_put(self, msg: p.Put) -> None:
         dest = self.cache.receiving_path(msg.cachename)
-        self.receiving = (msg, ItemReceiver(dest), int(time.time() * 1e6))
+        memory_max = msg.size if self.cache.fits_in_memory(msg.size, msg.level) else -1
+        self.receiving = (msg, ItemReceiver(dest, memory_max), int(time.time() * 1e6))
 
     def receive_item(self, event: Any) -> None:
         msg, receiver, start_us = self.receiving
@@ -753,7 +775,12 @@ class Session:
             self.send(p.CacheInvalid(msg.cachename, f"worker {self.config.worker_id} cannot "
                                      f"store {msg.cachename}: {receiver.write_error}\n"))
             return
-        self.send(self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT, start_us))
+        if receiver.content is not None:
+            self.send(self.cache.add_bytes(msg.cachename, bytes(receiver.content),
+                                           receiver.mode, msg.level, TYPE_PUT, start_us))
+        else:
+            self.send(self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT,
+                                     start_us))
 
     def on_get(self, msg: p.Get) -> None:
         self._serve(msg.cachename, whole_tree=True)
@@ -767,7 +794,13 @@ class Session:
         except UnsafeName:
             self.send(p.ErrorItem(name, 22))
             return
-        if name not in self.cache:
+        held = self.cache.memory(name)
+        if held is not None:
+            if self.log.enabled:
+                self.log(f"tx: item stream of {name}")
+            for piece in outgoing_bytes(name, held.data, held.mode, held.mtime):
+                self.outbox.append(piece)
+        elif name not in self.cache:
             self.send(p.ErrorItem(name, 2))
         elif not whole_tree and not os.path.isfile(path):
             self.send(p.ErrorItem(name, 21))

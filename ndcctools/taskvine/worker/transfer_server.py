@@ -2,7 +2,8 @@
 
 One thread accepts; each connection is served by its own thread (at most ``MAX_CLIENTS`` at
 once): it reads one line ``get <cachename>`` within ``REQUEST_TIMEOUT`` seconds, answers with
-the item stream of ``cache/<cachename>`` (file contents with ``os.sendfile`` on a blocking
+the item stream of ``cache/<cachename>``, or of its content if the cache holds it in memory
+(file contents with ``os.sendfile`` on a blocking
 socket: one system call per file, waiting in the kernel) or an ``error`` item, and closes.
 Only plain cache entries are served: a name that is not one path component, or that names
 a ``.meta`` file, gets ``error <name> 22``.
@@ -19,9 +20,10 @@ import socket
 import threading
 
 from .. import protocol as p
-from ..items import FileSegment, UnsafeName, check_component, outgoing
+from ..items import FileSegment, UnsafeName, outgoing, outgoing_bytes
 from ..protocol.urlcode import decode as unurl
 from ..transport import bind_listener, set_io_timeout
+from .cache import Cache
 from .log import WorkerLog
 
 MAX_CLIENTS = 128
@@ -44,8 +46,8 @@ def parse_port_spec(spec: str | None) -> tuple[int, int]:
 
 
 class TransferServer:
-    def __init__(self, cache_dir: str, port_spec: str | None, log: WorkerLog):
-        self.cache_dir = cache_dir
+    def __init__(self, cache: Cache, port_spec: str | None, log: WorkerLog):
+        self.cache = cache
         self.log = log
         self.listener = bind_listener(parse_port_spec(port_spec), MAX_CLIENTS)
         self.port = self.listener.getsockname()[1]
@@ -92,9 +94,13 @@ class TransferServer:
         try:
             if name.endswith(".meta"):
                 raise UnsafeName(name)
-            path = os.path.join(self.cache_dir, check_component(name))
+            path = self.cache.path(name)
         except UnsafeName:
             conn.sendall(p.ErrorItem(name or "-", 22).encode())
+            return
+        held = self.cache.memory(name)
+        if held is not None:
+            conn.sendall(b"".join(outgoing_bytes(name, held.data, held.mode, held.mtime)))
             return
         for piece in outgoing(path, name, follow_top=False):
             if isinstance(piece, FileSegment):
