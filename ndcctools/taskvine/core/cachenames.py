@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import stat
 import string
 import time
@@ -19,9 +20,21 @@ _LETTERS = string.ascii_lowercase
 _TO_LETTER = bytes(ord(_LETTERS[i % 26]) for i in range(256))  # random byte -> a letter
 
 
+# Names need to be unique, not secret: a generator seeded from the system (and again in
+# every forked child) costs no system call per name, as os.urandom would.
+_random = random.Random()
+os.register_at_fork(after_in_child=_random.seed)
+
+
 def random_name(kind: str) -> str:
     """``<kind>-rnd-`` and 15 random lowercase letters, as upstream names them."""
-    return f"{kind}-rnd-{os.urandom(15).translate(_TO_LETTER).decode()}"
+    return f"{kind}-rnd-{_random.randbytes(15).translate(_TO_LETTER).decode()}"
+
+
+def random_id() -> str:
+    """A random id in the shape of an upper-case UUID (transfer ids)."""
+    h = f"{_random.getrandbits(128):032X}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _ctime(seconds: float) -> str:

@@ -903,8 +903,7 @@ class Engine:
 
     # ------------------------------------------------------------------ state-change log
     def _on_task_change(self, rec: TaskRecord, old: int, new: int) -> None:
-        self.debug.write("vine", f"Task {rec.task_id} state change: {STATE_NAMES[old]} ({old}) "
-                         f"to {STATE_NAMES[new]} ({new})")
+        self.debug.write("vine", f"Task {rec.task_id} state change: {_CHANGE_TEXT[old, new]}")
         txn = self.txn
         if new == READY:
             task = rec.task
@@ -920,6 +919,9 @@ class Engine:
             txn.task_retrieved(rec.task_id, _result_name(rec.result), rec.exit_code, None,
                                _measured(rec))
 
+
+_CHANGE_TEXT = {(a, b): f"{STATE_NAMES[a]} ({a}) to {STATE_NAMES[b]} ({b})"
+                for a in range(len(STATE_NAMES)) for b in range(len(STATE_NAMES))}
 
 COUNTERS = (
     "tasks_recovery", "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed",

@@ -12,10 +12,11 @@ seconds.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
+
+from .cachenames import random_id
 
 
 @dataclass(slots=True)
@@ -39,7 +40,7 @@ class Transfers:
         self.avoid_until: dict[Any, float] = {}  # source worker -> monotonic time
 
     def start(self, source: Hashable, dest: Any, cachename: str) -> str:
-        t = Transfer(str(uuid.uuid4()).upper(), source, dest, cachename)
+        t = Transfer(random_id(), source, dest, cachename)
         self.by_id[t.tid] = t
         self.by_dest[(dest, cachename)] = t
         self.per_source[source] = self.per_source.get(source, 0) + 1
