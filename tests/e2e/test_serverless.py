@@ -276,3 +276,53 @@ def test_libraries_from_serverized_files_and_from_a_command(manager, workers, tm
     done = run_calls(m, [vine.FunctionCall("served", "area", 3, 3),
                          vine.FunctionCall("commanded", "area", 2, 5)])
     assert [c.output for c in done] == [9, 10]
+
+
+PLAIN_LIBRARY = f"#!{sys.executable}\n" + """
+import json, os, signal, sys
+import cloudpickle
+opts = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+pipe_in, pipe_out = int(opts["--in-pipe-fd"]), int(opts["--out-pipe-fd"])
+def send(payload):
+    os.write(pipe_out, b"%d\\n%s" % (len(payload), payload))
+    os.kill(int(opts["--worker-pid"]), signal.SIGCHLD)
+send(json.dumps({"name": "plain", "taskid": int(opts["--task-id"]),
+                 "exec_mode": "direct"}).encode())
+buffer = b""
+while chunk := os.read(pipe_in, 65536):
+    buffer += chunk
+    while b"\\n" in buffer:
+        size, rest = buffer.split(b"\\n", 1)
+        if len(rest) < int(size):
+            break
+        message, buffer = rest[:int(size)], rest[int(size):]
+        call_id, function, sandbox, stdout = message.decode().split()
+        with open(os.path.join(sandbox, "infile"), "rb") as f:
+            event = cloudpickle.load(f)
+        with open(os.path.join(sandbox, "outfile"), "wb") as f:
+            f.write(cloudpickle.dumps({"Result": sum(event["fn_args"]), "Success": True,
+                                       "Reason": None}))
+        send(f"{call_id} 0".encode())
+"""
+
+
+def test_a_library_that_knows_only_the_plain_protocol_gets_files(manager, workers, tmp_path):
+    """A library host like upstream's (no ``inline_io`` in its handshake) finds each call's
+    arguments in its sandbox's infile and leaves the result in its outfile."""
+    m = manager
+    workers.start(m)
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_LIBRARY)
+    script.chmod(0o755)
+    m.install_library(m.create_library_from_command(str(script), "plain"))
+    done = run_calls(m, [vine.FunctionCall("plain", "add", i, 10) for i in range(20)])
+    assert [c.output for c in done] == [i + 10 for i in range(20)]
+
+
+def test_a_library_that_cannot_be_sent_ends_its_calls(manager, workers, tmp_path):
+    m = manager
+    workers.start(m)
+    m.install_library(m.create_library_from_command(str(tmp_path / "no-such-program"), "gone"))
+    (done,) = run_calls(m, [vine.FunctionCall("gone", "f", 1)])
+    assert done.result == "missing library"
+    assert "no-such-program does not exist" in done.std_output

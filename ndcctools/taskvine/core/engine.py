@@ -372,7 +372,7 @@ class Engine:
                 if not candidates and not self.libraries.has_free_slot():
                     break
         for rec, result in expired:
-            self.tasks.finish(rec, result)
+            self._end_undispatched(rec, result, result_string(result))
         for name in to_recover:
             self.delivery.recover(name)
         for name in wanted:
@@ -482,7 +482,8 @@ class Engine:
         missing = _missing_inputs(task)
         if missing:
             self.debug.write("vine", f"task {rec.task_id}: input {missing} does not exist")
-            self.tasks.finish(rec, cvine.VINE_RESULT_INPUT_MISSING)
+            self._end_undispatched(rec, cvine.VINE_RESULT_INPUT_MISSING,
+                                   f"its input {missing} does not exist")
             return
         rec.metrics["time_when_commit_start"] = int(self.clock() * 1e6)
         for mount in task._inputs:
@@ -565,20 +566,34 @@ class Engine:
         if rec.pending_replies == 0:
             self._finalize(rec, w)
 
+    def _end_undispatched(self, rec: TaskRecord, result: int, why: str) -> None:
+        """End a task that never reached a worker. For a library instance that is a failure
+        of its library, and ``why`` is what its calls are told if it is the last one."""
+        if rec.library is not None:
+            self._instance_failed(rec, f"the library could not start: {why}\n".encode(),
+                                  "before it started")
+        self.tasks.finish(rec, result)
+
+    def _instance_failed(self, rec: TaskRecord, output: bytes, where: str) -> None:
+        """Count the end of library instance ``rec`` against its template (``output``
+        explains it); after ``max-library-retries`` the template goes and its waiting calls
+        end with missing library."""
+        limit = int(self.tuning.max_library_retries)
+        if self.libraries.ended(rec, output, limit):
+            self.debug.write("vine", f"library {rec.library} failed {limit} times: removed; "
+                             "its calls end with 'missing library'")
+            self._end_calls_of(rec.library)
+        self.debug.write("vine", f"library instance {rec.task_id} ({rec.library}) ended "
+                         f"{where}: {output[-2000:].decode('utf-8', 'replace')}")
+
     def _instance_ended(self, w: WorkerRecord, rec: TaskRecord, msg: p.Complete) -> None:
         """A library instance stopped (it never ends of its own accord): count the failure
         against its template, keeping its output to explain it."""
         self._release(rec)
 
         def settle(output: bytes) -> None:
-            limit = int(self.tuning.max_library_retries)
-            if self.libraries.ended(rec, output, limit):
-                self.debug.write("vine", f"library {rec.library} failed {limit} times: removed; "
-                                 "its calls end with 'missing library'")
-                self._end_calls_of(rec.library)
+            self._instance_failed(rec, output, f"on {w.label()}")
             self.txn.library(rec.task_id, "FAILURE", w.worker_id)
-            self.debug.write("vine", f"library instance {rec.task_id} ({rec.library}) on "
-                             f"{w.label()} ended: {output[-2000:].decode('utf-8', 'replace')}")
             if self.tuning.watch_library_logfiles and self.library_logs:
                 _write_whole(self._library_log_path(rec.task_id), output)
             self._send(w, p.Kill(rec.task_id))
