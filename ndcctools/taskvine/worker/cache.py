@@ -86,16 +86,13 @@ class Cache:
         path = self.path(name)
         entry = self.objects.get(name)
         if entry is not None and entry.data is not None:
-            staging = self.staging_path(name)
-            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, entry.mode)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, entry.mode)
             try:
                 write_all(fd, entry.data)
             finally:
                 os.close(fd)
-            os.utime(staging, (entry.mtime, entry.mtime))
-            os.rename(staging, path)  # before it leaves memory: a reader sees one or the other
             self.memory_bytes -= entry.size
-            entry.data = None
+            entry.data = None  # only now: until then, readers in other threads use the bytes
         return path
 
     def memory(self, name: str) -> Held | None:
