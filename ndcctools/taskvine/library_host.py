@@ -115,13 +115,13 @@ class Call(NamedTuple):
     def parse(cls, message: bytes) -> Call | None:
         """The call an invocation describes (None if malformed)."""
         head, inline, args = message.partition(b"\n")
-        parts = head.decode().split()
+        parts = head.decode("utf-8", "surrogateescape").split()
         if len(parts) != 4:
             return None
         return cls(*parts, args if inline else None)
 
     def encode(self) -> bytes:
-        head = " ".join(self[:4]).encode()
+        head = " ".join(self[:4]).encode("utf-8", "surrogateescape")
         return head if self.args is None else head + b"\n" + self.args
 
 

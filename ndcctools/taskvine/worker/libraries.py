@@ -16,10 +16,11 @@ starts and reaps the process like any task and asks this class everything else.
 
 A handshake with ``inline_io`` (ours) lets the worker pass a call's ``infile`` inside the
 invocation and take its ``outfile`` inside the result (see ``library_host``), so neither
-touches the disk. The worker writes to A without ever blocking, which is what keeps the two
-processes from waiting on each other: inline arguments are only sent while those of the calls
-the library holds stay under ``INLINE_BUDGET`` (a pipe holds 64 KiB), and results are read
-whenever they arrive.
+touches the disk. Writes to A must not fill the pipe (64 KiB): a direct-mode library reads A
+only between calls, and a worker blocked on A would stop reading B, where the library may be
+blocked writing a result. So inline arguments are only sent while those of the calls the
+library holds stay under ``INLINE_BUDGET``; with the headers of at most 8 queued calls that
+leaves the pipe half empty. (A fork-mode library reads A as calls arrive.)
 """
 
 from __future__ import annotations
