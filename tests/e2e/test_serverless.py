@@ -88,6 +88,26 @@ def test_arguments_and_results_of_every_size(manager, workers, mode):
     assert [c.output == d * 2 for c, d in zip(done, data, strict=True)] == [True] * len(data)
 
 
+def nap(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.parametrize("mode", ["fork", "direct"])
+def test_a_call_past_its_time_limit_ends_and_the_others_still_run(manager, workers, mode):
+    m = manager
+    workers.start(m)
+    lib = m.create_library_from_functions("naps", nap, add_env=False, exec_mode=mode)
+    lib.set_function_slots(2)
+    m.install_library(lib)
+    stuck = vine.FunctionCall("naps", "nap", 600)
+    stuck.set_time_max(1)
+    done = run_calls(m, [stuck] + [vine.FunctionCall("naps", "nap", 0) for _ in range(4)])
+    assert done[0].result == "max wall time"
+    assert [c.output for c in done[1:]] == [0] * 4
+
+
 def test_two_libraries_on_one_worker(manager, workers):
     m = manager
     workers.start(m, cores=2)

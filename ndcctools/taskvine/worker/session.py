@@ -422,13 +422,7 @@ class Session:
             self.send(p.Info("library-update", f"{run.msg.task_id} 2"))
         run.running = True
         self.ledger.commit(a)
-        deadlines = []
-        if body.wall_time:
-            deadlines.append((run.start_us / 1e6 + int(body.wall_time), RESULT_MAX_WALL_TIME))
-        if body.end_time:
-            deadlines.append((float(int(body.end_time)), RESULT_MAX_END_TIME))
-        if deadlines:
-            run.deadline = min(deadlines)
+        set_deadline(run)
 
     def start_forked(self, run: TaskRun, env: dict[str, str]) -> bool:
         """Start a PythonTask command through a fork server (pyfork.py); False if this
@@ -501,6 +495,7 @@ class Session:
             os.close(os.open(box.stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
         call.start_us = int(time.time() * 1e6)
         call.running = True
+        set_deadline(call)
         try:
             call.library.invoke(call.msg.task_id, call.msg.body.command,
                                 os.path.abspath(box.path), os.path.abspath(box.stdout), call,
@@ -549,12 +544,18 @@ class Session:
 
     def check_deadlines(self) -> None:
         now = time.time()
+        late_calls = []
         for run in self.tasks.values():
             if run.running and run.deadline is not None and not run.kill_result \
                     and now >= run.deadline[0]:
                 run.kill_result = run.deadline[1]
+                if run.pid <= 0 and run.library is not None:
+                    late_calls.append(run)
+                    continue
                 self.log(f"task {run.msg.task_id} passed its time limit: killing it")
                 kill_group(run.pid)
+        for call in late_calls:
+            self.end_late_call(call)
         mono = time.monotonic()
         if mono >= self.next_watch:
             self.next_watch = mono + WATCH_INTERVAL
@@ -569,6 +570,24 @@ class Session:
             self.send(p.Info("idle-disconnect-request", str(int(c.idle_timeout))))
         if c.parent_pid and os.getppid() != c.parent_pid:
             self.end("exit", "parent process is gone")
+
+    def end_late_call(self, call: TaskRun) -> None:
+        """A function call passed its time limit: it ends now, and the library process
+        still running it is killed (the other calls it holds are forsaken, to run again)."""
+        lib, call_id = call.library, call.msg.task_id
+        self.log(f"call {call_id} passed its time limit: killing library {lib.name} "
+                 f"(task {lib.task_id}), which runs it")
+        lib.calls.pop(call_id, None)
+        lib.inline_bytes.pop(call_id, None)
+        library = self.tasks.get(lib.task_id)
+        if library is not None:
+            kill_group(library.pid)
+        call.running = False
+        box = call.sandbox
+        self.finish(call, call.kill_result, 9, int(time.time() * 1e6))
+        if box in self.spent:  # never reuse what a dying library may still write into
+            self.spent.remove(box)
+            box.destroy()
 
     def check_watched(self) -> None:
         """Tell the manager (once, until it asks) that a watched output has grown."""
@@ -953,6 +972,17 @@ class Session:
             self.sock.close()
         except OSError:
             pass
+
+
+def set_deadline(run: TaskRun) -> None:
+    """When a task that starts now must end: its wall time or end time, if any."""
+    body, deadlines = run.msg.body, []
+    if body.wall_time:
+        deadlines.append((run.start_us / 1e6 + int(body.wall_time), RESULT_MAX_WALL_TIME))
+    if body.end_time:
+        deadlines.append((float(int(body.end_time)), RESULT_MAX_END_TIME))
+    if deadlines:
+        run.deadline = min(deadlines)
 
 
 def _sandbox_name(msg: p.TaskMsg) -> str:
