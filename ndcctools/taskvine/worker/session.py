@@ -103,6 +103,11 @@ class TaskRun:
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
 
+    @property
+    def is_call(self) -> bool:
+        """A function call: it runs inside a library process, not in a process of its own."""
+        return self.msg.body.needs_library is not None
+
 
 @dataclass(slots=True)
 class Watched:
@@ -549,7 +554,7 @@ class Session:
             if run.running and run.deadline is not None and not run.kill_result \
                     and now >= run.deadline[0]:
                 run.kill_result = run.deadline[1]
-                if run.pid <= 0 and run.library is not None:
+                if run.is_call:
                     late_calls.append(run)
                     continue
                 self.log(f"task {run.msg.task_id} passed its time limit: killing it")
@@ -583,11 +588,7 @@ class Session:
         if library is not None:
             kill_group(library.pid)
         call.running = False
-        box = call.sandbox
         self.finish(call, call.kill_result, 9, int(time.time() * 1e6))
-        if box in self.spent:  # never reuse what a dying library may still write into
-            self.spent.remove(box)
-            box.destroy()
 
     def check_watched(self) -> None:
         """Tell the manager (once, until it asks) that a watched output has grown."""
@@ -696,7 +697,10 @@ class Session:
         self.send(p.Complete(result, code, length, run.start_us, end_us or run.start_us,
                              run.sandbox_mb, run.msg.task_id, inline))
         if run.sandbox is not None and length <= p.INLINE_STDOUT_MAX:
-            self.spent.append(run.sandbox)  # its stdout went inline: nothing left to serve
+            if run.is_call and run.kill_result:  # cut off: its dying library may still write
+                run.sandbox.destroy()
+            else:
+                self.spent.append(run.sandbox)  # its stdout went inline: nothing left to serve
             run.sandbox = None
 
     def recycle_spent(self) -> None:
@@ -710,7 +714,7 @@ class Session:
             run = self.tasks.pop(task_id, None)
             if run is None:
                 continue
-            if run.running and run.pid <= 0 and run.library is not None:  # a call
+            if run.running and run.is_call:
                 self.release(run)  # its library may still write there: never reuse it
                 if run.sandbox is not None:
                     run.sandbox.destroy()
