@@ -26,7 +26,7 @@ import struct
 import threading
 from collections import deque
 
-from .items import FileSegment
+from .items import FileSegment, write_all
 
 
 class Outbox:
@@ -281,9 +281,7 @@ class _DirectFile:
         except OSError as e:
             _raise_timeout(sock, e)
             raise
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        write_all(self.fd, data)
         self._head -= len(data)
         self.left -= len(data)
         self._pos += len(data)

@@ -8,6 +8,7 @@ import os
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -65,23 +66,33 @@ def receive(splicer: Splicer, sock: socket.socket, fd: int, size: int) -> None:
     sel.close()
 
 
-def transfer(path, data: bytes, piece: int) -> int:
-    """Send ``data`` over TCP in pieces of ``piece`` bytes and receive it into a new file at
-    ``path`` through a Splicer, with a blocking receiving socket; returns the file's fd
-    number (closed by then)."""
+def splice_into(fd: int, data: bytes, piece: int, blocking: bool = True,
+                while_open: Callable[[], None] = lambda: None) -> None:
+    """Send ``data`` over TCP in pieces of ``piece`` bytes and receive it into ``fd`` through
+    a Splicer; ``while_open`` runs after the transfer, before ``fd`` is closed."""
     a, b = tcp_pair()
-    set_io_timeout(b, 30)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    if blocking:
+        set_io_timeout(b, 30)
+    else:
+        b.setblocking(False)
     sender = send_in_thread(a, data, piece)
     splicer = Splicer()
     try:
         receive(splicer, b, fd, len(data))
+        while_open()
     finally:
         sender.join()
         splicer.close()
         os.close(fd)
         a.close()
         b.close()
+
+
+def transfer(path, data: bytes, piece: int) -> int:
+    """``data`` received into a new file at ``path`` with a blocking socket; returns the
+    file's fd number (closed by then)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    splice_into(fd, data, piece)
     return fd
 
 
@@ -89,26 +100,15 @@ def transfer(path, data: bytes, piece: int) -> int:
 def test_direct_receive_unaligned_start_and_end(tmp_path, small_direct, blocking):
     data = os.urandom(1_000_003)
     head = 1234  # bytes the caller wrote itself (a decoder's buffered payload)
-    a, b = tcp_pair()
-    if blocking:
-        set_io_timeout(b, 30)
-    else:
-        b.setblocking(False)
     path = tmp_path / "out"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
     os.write(fd, data[:head])
-    sender = send_in_thread(a, data[head:], 50_000)
-    splicer = Splicer()
-    try:
-        receive(splicer, b, fd, len(data) - head)
+
+    def offset_and_flags_unchanged() -> None:
         assert os.lseek(fd, 0, os.SEEK_CUR) == len(data)
         assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
-    finally:
-        sender.join()
-        splicer.close()
-        os.close(fd)
-        a.close()
-        b.close()
+
+    splice_into(fd, data[head:], 50_000, blocking, offset_and_flags_unchanged)
     assert small_direct == [fd]
     assert path.read_bytes() == data
 
