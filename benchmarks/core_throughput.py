@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import sys
 import tempfile
 import time
@@ -30,8 +29,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=200)
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="vine-bench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="vine-bench-", ignore_cleanup_errors=True) as work:
         with vine.Manager(port=0, run_info_path=os.path.join(work, "ri")) as m:
             (worker,) = start_workers(m, work)
 
@@ -57,8 +55,6 @@ def main() -> int:
                               "load1": os.getloadavg()[0]}))
             round_trips(m, "round_trip", args.rounds, lambda i: one())
         stop_workers([worker])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

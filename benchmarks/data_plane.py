@@ -11,7 +11,6 @@ Prints one JSON line per result. Usage: ``python benchmarks/data_plane.py [--siz
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -100,12 +99,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1 << 30)
     ap.add_argument("--chains", type=int, default=67)
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="vine-bench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="vine-bench-", ignore_cleanup_errors=True) as work:
         cached_input(work, args.size)
         temp_pipeline(work, args.chains)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

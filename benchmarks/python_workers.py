@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import sys
 import tempfile
 import time
@@ -66,8 +65,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=200)
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="vine-bench-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="vine-bench-", ignore_cleanup_errors=True) as work:
         with vine.Manager(port=0, run_info_path=os.path.join(work, "ri")) as m:
             (worker,) = start_workers(m, work)
             warm = vine.PythonTask(inc, 0)
@@ -87,8 +85,6 @@ def main() -> int:
             round_trips(m, "call_round_trip", args.rounds,
                         lambda i: vine.FunctionCall("lib_direct", "inc", i), inc)
         stop_workers([worker])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
