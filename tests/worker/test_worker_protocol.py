@@ -389,8 +389,10 @@ def test_forever_objects_survive_a_worker_restart(tmp_path):
 
 def test_kill_leaves_no_sandbox_behind(fake):
     fake.hello()
-    fake.send(task(5, "echo hi > f; mkdir d"))
-    fake.until(p.Complete)
+    # stdout too long to go inline: the sandbox stays until ``kill`` (one whose stdout went
+    # inline is recycled as soon as ``complete`` is out)
+    fake.send(task(5, f"echo hi > f; mkdir d; printf '%{p.INLINE_STDOUT_MAX + 1}s' x"))
+    assert fake.until(p.Complete).output_length > p.INLINE_STDOUT_MAX
     assert (fake.workspace / "task.5").is_dir()
     fake.send(p.Kill(5), p.Check())
     fake.until(p.Alive)
