@@ -4,7 +4,7 @@
 message's ``encode()`` gives the bytes to send. See ``docs/architecture.md``.
 """
 
-from .decoder import Decoder
+from .decoder import Decoder, parse_number
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .messages import (
     INLINE_STDOUT_MAX,
@@ -58,5 +58,5 @@ __all__ = [
     "Kill", "LocalProtocolError", "MiniTaskMsg", "Mount", "PeerGet", "ProtocolError", "Put",
     "PutUrl", "Release", "RemoteProtocolError", "Resources", "SendResults", "SendStdout",
     "StatusRequest", "Stdout", "SymlinkItem", "TaskBody", "TaskMsg", "TransferHostPort",
-    "TransferPort", "Unlink", "Update", "url_decode", "url_encode",
+    "TransferPort", "Unlink", "Update", "parse_number", "url_decode", "url_encode",
 ]

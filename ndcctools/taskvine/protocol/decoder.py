@@ -8,12 +8,19 @@ three places:
   peer kind, plus a table for task bodies and one for resources blocks);
 * waiting for the payload a line announced (``cmd N``, ``stdout id N``, …): the message is
   produced once all N bytes are buffered;
-* inside the content of a ``file`` item: ``Data`` events are produced as bytes arrive,
-  ``raw_left`` bytes at most, so a large file never has to sit in memory.
+* inside the content of a ``file`` item or of a ``stdout`` reply: ``Data`` events are
+  produced as bytes arrive, ``raw_left`` bytes at most, so a large file never has to sit in
+  memory.
 
 Multi-line messages (``task … end``, ``mini_task … end``, ``resources … end``) are assembled
 into one message. Anything that breaks the framing rules raises ``RemoteProtocolError``; the
 decoder must not be used after that.
+
+Whatever a peer sends, the decoder either returns messages whose fields are in range or raises
+``RemoteProtocolError``: numbers must be finite and fit in 64 bits (``1e400``, ``nan`` and
+``inf`` are refused), lengths are non-negative, and a payload held in memory (a command, an
+environment variable, a link target, an error text, inline stdout, an ``update``) is at most
+``PAYLOAD_MAX`` bytes. What may be large (file contents, a task's stdout) streams as ``Data``.
 """
 
 from __future__ import annotations
@@ -26,22 +33,30 @@ from .urlcode import decode as _unurl
 
 Handler = Callable[["Decoder", list], object]
 
+NUMBER_MAX = (1 << 63) - 1  # numbers on the wire are C int64s or doubles used as such
+PAYLOAD_MAX = 64 << 20  # bytes of one payload kept in memory (not file contents nor stdout)
+
 
 def _int(text: str) -> int:
+    """An integer field; upstream prints some as doubles (``5.000000``): their integer part."""
     try:
-        return int(text)
+        n = int(text)
     except ValueError:
-        try:
-            return int(float(text))
-        except ValueError:
-            raise RemoteProtocolError(f"expected a number, got {text!r}") from None
+        n = int(parse_number(text))
+    if not -NUMBER_MAX <= n <= NUMBER_MAX:
+        raise RemoteProtocolError(f"number out of range: {text[:40]!r}")
+    return n
 
 
-def _float(text: str) -> float:
+def parse_number(text: str) -> float:
+    """A finite number of at most 64-bit magnitude."""
     try:
-        return float(text)
+        x = float(text)
     except ValueError:
-        raise RemoteProtocolError(f"expected a number, got {text!r}") from None
+        raise RemoteProtocolError(f"expected a number, got {text[:40]!r}") from None
+    if not -NUMBER_MAX <= x <= NUMBER_MAX:  # also false for nan
+        raise RemoteProtocolError(f"number out of range: {text[:40]!r}")
+    return x
 
 
 def _octal(text: str) -> int:
@@ -55,6 +70,21 @@ def _size(text: str) -> int:
     n = _int(text)
     if n < 0:
         raise RemoteProtocolError(f"negative length {n}")
+    return n
+
+
+def _port(text: str) -> int:
+    n = _int(text)
+    if not 0 <= n <= 65535:
+        raise RemoteProtocolError(f"not a port: {n}")
+    return n
+
+
+def _payload(text: str) -> int:
+    """The length of a payload that is kept in memory."""
+    n = _size(text)
+    if n > PAYLOAD_MAX:
+        raise RemoteProtocolError(f"payload of {n} bytes, more than {PAYLOAD_MAX}")
     return n
 
 
@@ -86,7 +116,7 @@ def _dir(d: Decoder, f: list) -> m.DirItem:
 def _symlink(d: Decoder, f: list) -> None:
     _arity(f, 2, 2)
     name = _unurl(f[1])
-    d._expect(_size(f[2]), lambda p: m.SymlinkItem(name, _text(p)))
+    d._expect(_payload(f[2]), lambda p: m.SymlinkItem(name, _text(p)))
 
 
 def _error(d: Decoder, f: list) -> m.ErrorItem:
@@ -125,20 +155,20 @@ class _BodyBuilder:
 
 def _task(d: Decoder, f: list) -> None:
     _arity(f, 1, 1)
-    task_id = _int(f[1])
+    task_id = _size(f[1])  # negative ids are the worker's own mini tasks
     d._open_body(lambda body: m.TaskMsg(task_id, body))
 
 
 def _mini_task(d: Decoder, f: list) -> None:
     _arity(f, 5, 5)
-    out, cachename, level, size, mode = f[1], f[2], _int(f[3]), _int(f[4]), _octal(f[5])
+    out, cachename, level, size, mode = f[1], f[2], _int(f[3]), _size(f[4]), _octal(f[5])
     d._open_body(lambda body: m.MiniTaskMsg(out, cachename, level, size, mode, body))
 
 
 def _puturl(now: bool) -> Handler:
     def handler(d: Decoder, f: list) -> m.PutUrl:
         _arity(f, 6, 6)
-        return m.PutUrl(_unurl(f[1]), f[2], _int(f[3]), _int(f[4]), _octal(f[5]), f[6], now)
+        return m.PutUrl(_unurl(f[1]), f[2], _int(f[3]), _size(f[4]), _octal(f[5]), f[6], now)
     return handler
 
 
@@ -158,7 +188,7 @@ def _bare(cls: type) -> Handler:
 FROM_MANAGER: dict[str, Handler] = {
     "task": _task,
     "mini_task": _mini_task,
-    "put": lambda d, f: (_arity(f, 3, 3), m.Put(f[1], _int(f[2]), _int(f[3])))[1],
+    "put": lambda d, f: (_arity(f, 3, 3), m.Put(f[1], _int(f[2]), _size(f[3])))[1],
     "puturl": _puturl(False),
     "puturl_now": _puturl(True),
     "get": _one(m.Get),
@@ -185,14 +215,14 @@ def _body_field(key: str, convert: Callable) -> Handler:
 def _body_cmd(d: Decoder, f: list) -> None:
     _arity(f, 1, 1)
     body = d._body
-    d._expect(_size(f[1]), lambda p: body.fields.__setitem__("command", _text(p)))
+    d._expect(_payload(f[1]), lambda p: body.fields.__setitem__("command", _text(p)))
 
 
 def _body_env(d: Decoder, f: list) -> None:
     _arity(f, 1, 1)
     body = d._body
     # upstream sends one extra newline after the variable; it is not part of the value
-    d._expect(_size(f[1]) + 1, lambda p: body.env.append(_text(p[:-1])))
+    d._expect(_payload(f[1]) + 1, lambda p: body.env.append(_text(p[:-1])))
 
 
 def _body_mount(kind: str) -> Handler:
@@ -222,12 +252,12 @@ BODY: dict[str, Handler] = {
     "infile": _body_mount("infiles"),
     "outfile": _body_mount("outfiles"),
     "category": _body_field("category", str),
-    "cores": _body_field("cores", _float),
+    "cores": _body_field("cores", parse_number),
     "gpus": _body_field("gpus", _int),
     "memory": _body_field("memory", _int),
     "disk": _body_field("disk", _int),
-    "end_time": _body_field("end_time", _float),
-    "wall_time": _body_field("wall_time", _float),
+    "end_time": _body_field("end_time", parse_number),
+    "wall_time": _body_field("wall_time", parse_number),
     "needs_library": _body_field("needs_library", str),
     "provides_library": _body_field("provides_library", str),
     "function_slots": _body_field("function_slots", _int),
@@ -252,14 +282,14 @@ def _info(d: Decoder, f: list) -> m.Info:
 def _cache_update(d: Decoder, f: list) -> m.CacheUpdate:
     _arity(f, 7, 8)
     tid = f[8] if len(f) > 8 else "X"
-    return m.CacheUpdate(f[1], _int(f[2]), _int(f[3]), _int(f[4]), _int(f[5]), _int(f[6]),
+    return m.CacheUpdate(f[1], _int(f[2]), _int(f[3]), _size(f[4]), _int(f[5]), _int(f[6]),
                          _int(f[7]), tid)
 
 
 def _cache_invalid(d: Decoder, f: list) -> None:
     _arity(f, 2, 3)
     name, tid = f[1], (f[3] if len(f) > 3 else None)
-    d._expect(_size(f[2]), lambda p: m.CacheInvalid(name, _text(p), tid))
+    d._expect(_payload(f[2]), lambda p: m.CacheInvalid(name, _text(p), tid))
 
 
 def _complete(d: Decoder, f: list) -> object:
@@ -268,23 +298,26 @@ def _complete(d: Decoder, f: list) -> object:
     if len(v) == 7:
         v.append(-1)
     result, code, length, inline, start, end, sandbox, task_id = v
-    if inline < 0:
-        raise RemoteProtocolError(f"negative inline length in {' '.join(f)!r}")
+    if length < 0:
+        raise RemoteProtocolError(f"negative output length in {' '.join(f)[:200]!r}")
+    if not 0 <= inline <= PAYLOAD_MAX:
+        raise RemoteProtocolError(f"bad inline length in {' '.join(f)[:200]!r}")
     d._expect(inline, lambda p: m.Complete(result, code, length, start, end, sandbox, task_id,
                                            bytes(p)))
     return None
 
 
-def _stdout(d: Decoder, f: list) -> None:
+def _stdout(d: Decoder, f: list) -> m.Stdout:
     _arity(f, 2, 2)
-    task_id = _int(f[1])
-    d._expect(_size(f[2]), lambda p: m.Stdout(task_id, bytes(p)))
+    item = m.Stdout(_int(f[1]), _size(f[2]))
+    d._raw_left = item.size  # the output follows as Data events, like a file's content
+    return item
 
 
 def _update(d: Decoder, f: list) -> None:
     _arity(f, 4, 4)
-    task_id, path, offset = _int(f[1]), f[2], _int(f[3])
-    d._expect(_size(f[4]), lambda p: m.Update(task_id, path, offset, bytes(p)))
+    task_id, path, offset = _int(f[1]), f[2], _size(f[3])
+    d._expect(_payload(f[4]), lambda p: m.Update(task_id, path, offset, bytes(p)))
 
 
 def _resources(d: Decoder, f: list) -> None:
@@ -295,14 +328,14 @@ def _resources(d: Decoder, f: list) -> None:
 def _resources_end(d: Decoder, f: list) -> m.Resources:
     values, d._resources = d._resources, None
     d._table = d._top
-    known = {k: int(values.pop(k, 0)) for k in ("cores", "memory", "disk", "gpus", "workers")}
-    tag = int(values.pop("tag", 0))
+    known = {k: values.pop(k, 0) for k in ("cores", "memory", "disk", "gpus", "workers")}
+    tag = values.pop("tag", 0)
     return m.Resources(tag=tag, extra=values, **known)
 
 
 def _resources_line(d: Decoder, f: list) -> None:
     _arity(f, 1)
-    d._resources[f[0]] = _float(f[1])
+    d._resources[f[0]] = _int(f[1])  # upstream prints doubles; their integer part is used
 
 
 def _http_get(d: Decoder, f: list) -> m.HttpGet:
@@ -316,8 +349,8 @@ FROM_WORKER: dict[str, Handler] = {
     "cache-update": _cache_update,
     "cache-invalid": _cache_invalid,
     "feature": lambda d, f: (_arity(f, 1, 1), m.Feature(_unurl(f[1])))[1],
-    "transfer-port": _one(m.TransferPort, _int),
-    "transfer-hostport": lambda d, f: (_arity(f, 2, 2), m.TransferHostPort(f[1], _int(f[2])))[1],
+    "transfer-port": _one(m.TransferPort, _port),
+    "transfer-hostport": lambda d, f: (_arity(f, 2, 2), m.TransferHostPort(f[1], _port(f[2])))[1],
     "alive": _bare(m.Alive),
     "available_results": _bare(m.AvailableResults),
     "resources": _resources,
@@ -415,11 +448,15 @@ class Decoder:
                 fields = self._next_fields()
                 if fields is None:
                     return None
+                if not fields:
+                    continue  # an empty line inside a resources block
                 event = self._dispatch(fields)
             if event is not None and self._body is None:
                 return event
 
     def _next_fields(self) -> list | None:
+        """The words of the next line (an empty list for a blank line inside a resources
+        block); None when no whole line is buffered."""
         buf, pos = self._buf, self._pos
         nl = buf.find(b"\n", pos)
         if nl < 0:
@@ -437,7 +474,7 @@ class Decoder:
         fields = text.split()
         if not fields:
             if self._resources is not None:
-                return self._next_fields()  # tolerate a stray empty line in a block
+                return []  # tolerate a stray empty line in a block
             raise RemoteProtocolError("empty line")
         return fields
 

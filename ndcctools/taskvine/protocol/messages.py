@@ -446,13 +446,14 @@ class Complete:
 
 @dataclass(frozen=True, slots=True)
 class Stdout:
-    """``stdout <id> <len>`` + bytes: reply to ``send_stdout``."""
+    """``stdout <id> <len>``: reply to ``send_stdout``; exactly ``size`` bytes of output
+    follow (decoded as ``Data`` events, like a file's content: it may be large)."""
 
     task_id: int
-    data: bytes
+    size: int
 
     def encode(self) -> bytes:
-        return b"stdout %d %d\n" % (self.task_id, len(self.data)) + self.data
+        return b"stdout %d %d\n" % (self.task_id, self.size)
 
 
 @dataclass(frozen=True, slots=True)
