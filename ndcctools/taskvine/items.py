@@ -9,10 +9,15 @@ symlink targets, ``end``) and ``FileSegment``s (file contents, which the I/O lay
 
 ``ItemReceiver(dest)`` takes decoded events (``FileItem``, ``Data``, ``DirItem``, ``End``,
 ``SymlinkItem``, ``ErrorItem``) for one top-level item and writes it at ``dest``. Every name
-is checked: an item name must be one plain path component, and a symlink target must be
-relative without ``..``, so a peer can never make us write outside ``dest``. When writing
-fails (disk full, a path that cannot be created) the receiver keeps following the stream
-without writing, so the connection stays usable, and ``write_error`` says what went wrong.
+is checked to be one plain path component, files are created without following links, and
+directories are only created new, so a peer can never make us write outside ``dest``.
+Symbolic links are recreated as they were sent, whatever their target (a virtualenv holds
+absolute ones): writing a link never writes through it, and whoever later resolves a path
+through one checks where it leads (the worker's sandboxes do). When writing fails (disk
+full, a path that cannot be created) or the peer sends a name it must not (``..``, a
+``/``), the receiver keeps following the stream without writing, so the connection stays
+usable, and ``write_error`` says what went wrong. Only a broken stream (an ``end`` outside a
+directory, content cut short) raises ``RemoteProtocolError``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .protocol import messages as m
+from .protocol.errors import RemoteProtocolError
 
 
 class UnsafeName(ValueError):
@@ -53,16 +59,6 @@ def check_relative(path: str) -> str:
     if not parts or ".." in parts:
         raise UnsafeName(f"refused unsafe path {path!r}")
     return "/".join(parts)
-
-
-def check_link_target(target: str) -> str:
-    """Refuse a symlink target that is absolute or has a ``..`` component. Links that only
-    point downwards cannot escape their tree, even through chains of other links."""
-    if not target or target.startswith("/") or "\x00" in target:
-        raise UnsafeName(f"refused symlink target {target!r}")
-    if ".." in target.split("/"):
-        raise UnsafeName(f"refused symlink target {target!r}")
-    return target
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -147,9 +143,10 @@ class ItemReceiver:
     """Writes one top-level item, fed event by event, at ``dest``.
 
     ``feed(event)`` returns ``True`` once the top-level item is complete. Afterwards
-    ``error`` holds the ``ErrorItem`` the peer sent for the top level (nothing written), and
-    ``size`` the bytes received (file sizes plus link lengths). A top-level file of at most
-    ``memory_max`` bytes is not written but collected in ``content``.
+    ``error`` holds the ``ErrorItem`` the peer sent for the top level (nothing written),
+    ``write_error`` why the item could not be written whole, and ``size`` the bytes
+    received (file sizes plus link lengths). A top-level file of at most ``memory_max``
+    bytes is not written but collected in ``content``.
     """
 
     def __init__(self, dest: str, memory_max: int = -1):
@@ -160,22 +157,33 @@ class ItemReceiver:
         self.mtime = 0
         self.mode = 0
         self.error: m.ErrorItem | None = None
-        self.write_error: OSError | None = None
-        self._dirs: list[str] = []  # open directories, innermost last
+        self.write_error: OSError | UnsafeName | None = None
+        self._dirs: list[str | None] = []  # open directories, innermost last (None: refused)
         self._fd = -1  # the file being written, or _DISCARD once writing failed
         self._left = 0
 
-    def _path_for(self, name: str) -> str:
+    def _path_for(self, name: str) -> str | None:
+        """Where item ``name`` goes; None (and ``write_error`` set) if it must not be written."""
         if not self._dirs:
             return self.dest
-        return os.path.join(self._dirs[-1], check_component(name))
+        parent = self._dirs[-1]
+        try:
+            return None if parent is None else os.path.join(parent, check_component(name))
+        except UnsafeName as e:
+            self._refuse(e)
+            return None
+
+    def _refuse(self, error: OSError | UnsafeName) -> None:
+        """Stop writing: the rest of the stream is followed, not written."""
+        if self.write_error is None:
+            self.write_error = error
 
     def feed(self, event: object) -> bool:
         try:
             return self._feed(event)
         except OSError as e:  # nothing of ``event`` was accounted for: follow it unwritten
             self.abort()
-            self.write_error = e
+            self._refuse(e)
             return self._feed(event)
 
     def _feed(self, event: object) -> bool:
@@ -183,7 +191,7 @@ class ItemReceiver:
             return self._file_data(event)
         handler = self._HANDLERS.get(type(event))
         if handler is None:
-            raise UnsafeName(f"unexpected {type(event).__name__} in an item stream")
+            raise RemoteProtocolError(f"unexpected {type(event).__name__} in an item stream")
         return handler(self, event)
 
     def _file_item(self, ev: m.FileItem) -> bool:
@@ -205,7 +213,7 @@ class ItemReceiver:
 
     def _file_data(self, ev: object) -> bool:
         if not isinstance(ev, m.Data):
-            raise UnsafeName("item stream ended inside a file")
+            raise RemoteProtocolError("item stream ended inside a file")
         if self._fd == _MEMORY:
             self.content += ev.chunk
         elif self._fd != _DISCARD:
@@ -234,23 +242,26 @@ class ItemReceiver:
         path = self._path_for(ev.name)
         self._note_top(ev.mode, ev.mtime)
         if self.write_error is None:
+            if not self._dirs and os.path.islink(path):
+                os.unlink(path)  # never create the tree through a link left in the way
             os.makedirs(path, exist_ok=not self._dirs)
             os.chmod(path, (ev.mode & 0o777) | 0o700)
-        self._dirs.append(path)
+        self._dirs.append(path if self.write_error is None else None)
         return False
 
     def _end(self, ev: m.End) -> bool:
         if not self._dirs:
-            raise UnsafeName("'end' outside a directory")
+            raise RemoteProtocolError("'end' outside a directory")
         self._dirs.pop()
         return not self._dirs
 
     def _symlink(self, ev: m.SymlinkItem) -> bool:
         path = self._path_for(ev.name)
-        check_link_target(ev.target)
+        if "\x00" in ev.target or not ev.target:
+            self._refuse(UnsafeName(f"refused symlink {ev.name!r} -> {ev.target!r}"))
         if self.write_error is None:
             os.symlink(ev.target, path)
-        self.size += len(ev.target.encode())
+        self.size += len(ev.target.encode("utf-8", "surrogateescape"))
         return not self._dirs
 
     def _error(self, ev: m.ErrorItem) -> bool:
@@ -262,6 +273,12 @@ class ItemReceiver:
     def _note_top(self, mode: int, mtime: int) -> None:
         if not self._dirs:
             self.mode, self.mtime = mode, mtime
+
+    def fail(self, error: OSError) -> None:
+        """Writing failed outside ``feed`` (the caller writes file contents itself): stop
+        writing; what is still to come is followed, not written."""
+        self.abort()
+        self._refuse(error)
 
     def abort(self) -> None:
         """Close what is open after a failure (the partial tree is the caller's to remove);

@@ -58,12 +58,26 @@ def test_missing_path_sends_an_error_item(tmp_path):
 @pytest.mark.parametrize("wire", [
     b"dir top 0755 0\nfile ..%2Fx 1 0644 0\nxend\n",
     b"dir top 0755 0\nfile .. 1 0644 0\nxend\n",
-    b"dir top 0755 0\nsymlink l 7\n../../xend\n",
-    b"dir top 0755 0\nsymlink l 4\n/etcend\n",
+    b"dir top 0755 0\ndir .. 0755 0\nfile x 1 0644 0\nxend\nend\n",
+    b"dir top 0755 0\nsymlink %2Fl 2\n..end\n",
 ])
-def test_escaping_names_are_refused(tmp_path, wire):
-    with pytest.raises(UnsafeName):
-        receive(tmp_path / "dst", wire)
+def test_escaping_names_are_refused_and_the_stream_followed(tmp_path, wire):
+    r, done = receive(tmp_path / "dst", wire)
+    assert done and isinstance(r.write_error, UnsafeName)
+    assert sorted(os.listdir(tmp_path)) == ["dst"] and os.listdir(tmp_path / "dst") == []
+
+
+def test_links_are_kept_as_links_whatever_their_target(tmp_path):
+    """A directory output holding absolute or upward links (a virtualenv) is received whole:
+    the links are recreated, never followed."""
+    wire = (b"dir top 0755 0\nsymlink abs 4\n/etcsymlink up 7\n../../x"
+            b"file abs 3 0644 0\nxyzdir up 0755 0\nend\nend\n")
+    r, done = receive(tmp_path / "dst", wire)
+    assert done
+    assert os.readlink(tmp_path / "dst" / "abs") == "/etc"
+    assert os.readlink(tmp_path / "dst" / "up") == "../../x"
+    # writing a file or a directory through a received link is refused, and written nowhere
+    assert isinstance(r.write_error, OSError)
     assert sorted(os.listdir(tmp_path)) == ["dst"]
 
 
