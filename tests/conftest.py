@@ -26,7 +26,8 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, manager, cores=2, memory=2000, disk=4000, extra=(), single_shot=True):
+    def start(self, manager, cores=2, memory=2000, disk=4000, extra=(), single_shot=True,
+              preexec_fn=None):
         n = len(self.procs)
         workspace = self.tmp_path / f"worker{n}"
         log = self.tmp_path / f"worker{n}.log"
@@ -38,7 +39,7 @@ class Workers:
             cmd.append("--single-shot")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(self.tmp_path / f"worker{n}.stderr", "wb"),
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=preexec_fn)
         proc.workspace = workspace
         self.procs.append(proc)
         return proc

@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -484,8 +485,8 @@ class Manager:
         t.add_input(self._internal_buffer(code, level), "library_code.py")
         t.add_input(self._internal_buffer(info, level), "library_info.clpk")
         t._exec_mode = EXEC_MODES[exec_mode]
-        if poncho_env is not None:
-            t.add_environment(self._environment(poncho_env))
+        if poncho_env and add_env:  # as upstream: add_env=False leaves the environment to
+            t.add_environment(self._environment(poncho_env))  # the caller (Parsl adds it)
         return t
 
     def create_library_from_serverized_files(self, library_name: str, library_path: str,
@@ -557,8 +558,13 @@ class Manager:
 
     # ------------------------------------------------------------------ resources, workers
     def tune(self, name: str, value: float) -> int:
-        """Set a tuning parameter (api.md §13); unknown names raise ``ValueError``."""
-        self._tuning.set(name, value)
+        """Set a tuning parameter (api.md §13): 0, or -1 for an unknown name or a refused
+        value (as upstream), with a warning naming it and a line in the debug log."""
+        refused = self._tuning.set(name, value)
+        if refused is not None:
+            self._debug.write("vine", f"tune: {refused}")
+            warnings.warn(f"tune(): {refused}", stacklevel=2)
+            return -1
         self._engine._dirty = True
         return 0
 

@@ -2,8 +2,9 @@
 
 Line shape: ``YYYY/MM/DD HH:MM:SS.cc vine_manager[<pid>]<flag>: <text>`` in local time with
 centiseconds. Every wire line goes through ``tx()``/``rx()`` (the I/O choke point), so the
-date prefix is formatted once per second and writes are buffered; the buffer is flushed
-when a second has passed since the last flush, and at ``close()``.
+date prefix is formatted once per second and writes are buffered (``LogFile``: a failing
+disk never stops the manager); the buffer is flushed when a second has passed since the last
+flush, and at ``close()``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .logfile import LogFile
+
 
 class DebugLog:
     def __init__(self, path: str, pid: int, clock: Callable[[], float] = time.time):
-        self._file = open(path, "a", buffering=1 << 16)
+        self._file = LogFile(path)
         self._pid = pid
         self._clock = clock
         self._second = -1

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .txnlog import TransactionLog
 
 Send = Callable[[WorkerRecord, Any], None]
+MINITASK_MAX_FAILURES = 3  # a recipe that failed this often in a row fails its tasks
 
 
 class Delivery:
@@ -59,17 +60,19 @@ class Delivery:
         self.peer_transfers = True
         self.producers: dict[str, Task] = {}  # output cachename -> last task that makes it
         self.recovering: dict[str, TaskRecord] = {}  # temp cachename -> its recovery task
+        self.build_failures: dict[str, tuple[int, str]] = {}  # mini-task product -> (times
+        # its recipe failed in a row, the last error text)
 
     def forget(self, cachename: str) -> None:
         """An undeclared file can no longer be re-created."""
         self.producers.pop(cachename, None)
         self.recovering.pop(cachename, None)
 
-    def inputs_pending(self, task: Task, to_recover: list[str]) -> bool | None:
+    def inputs_pending(self, task: Task, to_recover: list[str]) -> str | bool | None:
         """None if every input can be had; False if one must be waited for (a local file or a
         temp that a task in flight will produce, a temp being recovered or queued for
-        recovery into ``to_recover``); True if a temp is lost for good (its recovery task
-        failed)."""
+        recovery into ``to_recover``); a text saying why if one is lost for good (a temp
+        whose recovery task failed, a mini-task product whose recipe keeps failing)."""
         verdict = None
         for mount in task._inputs:
             f = mount.file
@@ -77,6 +80,13 @@ class Delivery:
                 if not os.path.exists(f._source) and \
                         in_flight(getattr(self.producers.get(f._cachename), "_record", None)):
                     verdict = False
+                continue
+            if f._type == cvine.VINE_MINI_TASK:
+                failed, why = self.build_failures.get(f._cachename, (0, ""))
+                if failed >= MINITASK_MAX_FAILURES:
+                    return (f"its input {f._source!r} ({f._cachename}) could not be built: "
+                            f"its mini task failed {failed} times in a row; the last time: "
+                            f"{why.strip()}\n")
                 continue
             if f._type != cvine.VINE_TEMP:
                 continue
@@ -92,9 +102,8 @@ class Delivery:
                 continue
             if rec is not None and not (rec.result == cvine.VINE_RESULT_SUCCESS
                                         and rec.exit_code == 0):
-                self.debug.write("vine", f"temp file {name} is lost: its recovery task "
-                                 f"{rec.task_id} failed")
-                return True
+                return f"its input temp file {name} is lost: its recovery task " \
+                       f"{rec.task_id} failed\n"
             if name not in to_recover:
                 to_recover.append(name)
         return verdict
@@ -182,7 +191,7 @@ class Delivery:
             return
         source = self._peer_source(file, w)
         if source is not None:
-            tid = self.transfers.start(source, w, name)
+            tid = self.transfers.start(source, w, name, source.cache.get(name, 0) or len(file))
             url = f"workerip://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"
             self.send(w, p.PutUrl(url, name, file._level, len(file), file._mode or 0o755, tid))
             w.cache[name] = 0
@@ -208,16 +217,17 @@ class Delivery:
             self.send(w, p.PutUrl(file._source, name, file._level, 0, file._mode or 0o755, tid))
             w.cache[name] = 0
             return
-        self.transfers.start(original_source(name), w, name)
         start = time.monotonic()
         if file._type == cvine.VINE_BUFFER:
             data = file._data or b""
+            size = len(data)
+            self.transfers.start(original_source(name), w, name, size, put=True)
             self.send(w, p.Put(name, file._level, len(data)))
             self.send(w, p.FileItem(name, len(data), file._mode or 0o755, 0))
             self.send_raw(w, data)
-            size = len(data)
         else:
             size = _size_of(file._source)
+            self.transfers.start(original_source(name), w, name, size, put=True)
             self.send(w, p.Put(name, file._level, size))
             for piece in outgoing(file._source, name, mode=file._mode):
                 self.send_raw(w, piece)
@@ -240,12 +250,39 @@ class Delivery:
                 source = self._peer_source(file, w)
                 if source is None:
                     return
-                tid = self.transfers.start(source, w, name)
+                tid = self.transfers.start(source, w, name, source.cache.get(name, 0))
                 url = (f"workerip://{source.addrport.rpartition(':')[0]}:"
                        f"{source.transfer_port}/{name}")
                 self.send(w, p.PutUrl(url, name, file._level, len(file), 0o755, tid, now=True))
                 w.cache[name] = 0
                 wanted -= 1
+
+    def unsendable_input(self, task: Task, w: WorkerRecord) -> str | None:
+        """Why an input of ``task`` that must be sent to ``w`` (a local file, or one in the
+        recipe of a mini task to be built there) cannot be read here, or None."""
+        for mount in task._inputs:
+            f = mount.file
+            if f._cachename in w.cache:
+                continue
+            if f._type == cvine.VINE_FILE:
+                why = unreadable(f._source)
+                if why is not None:
+                    return why
+            elif f._type == cvine.VINE_MINI_TASK:
+                why = self.unsendable_input(f._minitask, w)
+                if why is not None:
+                    return why
+        return None
+
+    def build_ended(self, w: WorkerRecord, name: str, error: str | None) -> None:
+        """The mini task building ``name`` on ``w`` ended (``error`` says why it failed):
+        count its failures in a row, and clean up after it."""
+        if error is None:
+            self.build_failures.pop(name, None)
+        else:
+            failed, _ = self.build_failures.get(name, (0, ""))
+            self.build_failures[name] = (failed + 1, error)
+        self.built(w, name)
 
     def built(self, w: WorkerRecord, name: str) -> None:
         """A mini task on ``w`` built (or failed to build) ``name``: drop the task-level
@@ -264,6 +301,15 @@ def _temp_output(task: Task, name: str) -> File | None:
     for mount in task._outputs:
         if mount.file._cachename == name and mount.file._type == cvine.VINE_TEMP:
             return mount.file
+    return None
+
+
+def unreadable(path: str) -> str | None:
+    """Why the local file or directory ``path`` cannot be sent, or None if it can."""
+    if not os.path.exists(path):
+        return f"its input {path} does not exist"
+    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+        return f"its input {path} cannot be read (permission denied)"
     return None
 
 

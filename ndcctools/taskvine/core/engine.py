@@ -23,6 +23,7 @@ import os
 import selectors
 import socket
 import time
+import traceback
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .allocation import Policy, allocate, can_ever_fit, fits
 from .connection import Connection
 from .delivery import Delivery
 from .libraries import LibraryTable
+from .listener import Listener
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
 from .tasks import (
     READY,
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .txnlog import TransactionLog
 
 RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EXHAUSTION}
+FORSAKEN_STREAK_MAX = 10  # a worker that forsakes this many tasks in a row is dropped
 NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
               cvine.VINE_RESULT_RESOURCE_EXHAUSTION}
@@ -68,15 +71,14 @@ class Engine:
     def __init__(self, listener: socket.socket, tuning: Tuning, debug: DebugLog,
                  txn: TransactionLog, graph: TaskGraphLog,
                  clock: Callable[[], float] = time.time):
-        self.listener = listener
-        self.port = listener.getsockname()[1]
         self.tuning = tuning
         self.debug = debug
         self.txn = txn
         self.graph = graph
         self.clock = clock
         self.sel = selectors.DefaultSelector()
-        self.sel.register(listener, selectors.EVENT_READ, None)
+        self.listener = Listener(listener, self.sel, debug)
+        self.port = self.listener.port
         self.tasks = TaskTable(self._on_task_change)
         self.workers: dict[Connection, WorkerRecord] = {}
         self.status_conns: set[Connection] = set()
@@ -223,20 +225,22 @@ class Engine:
                 self._read(conn)
         if self._schedule():
             self._flush()  # new work goes out now; clean-up messages may wait a cycle
+        self.listener.resume_if_due()
         now = time.monotonic()
         if now >= self._next_timers:
             self._next_timers = now + 1.0
             self._timers()
 
     def _accept(self) -> None:
-        for _ in range(int(self.tuning.max_new_workers) or 10):
+        for sock, addr in self.listener.accept(int(self.tuning.max_new_workers) or 10):
             try:
-                sock, addr = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError as e:  # gone already
+                self.debug.write("tcp", f"connection from {addr} lost at once: {e}")
+                sock.close()
+                continue
             addrport = f"{addr[0]}:{addr[1]}"
             conn = Connection(sock, addrport)
             w = WorkerRecord(conn, addrport, self.clock())
@@ -270,6 +274,11 @@ class Engine:
                                                 "with no request outstanding")
         except p.RemoteProtocolError as e:
             self.debug.write("vine", f"{w.label()}: protocol error: {e}; disconnecting")
+            self._remove_worker(w, "FAILURE")
+            return
+        except Exception:  # a message we could not handle: that peer goes, never the program
+            self.debug.write("vine", f"{w.label()}: a message could not be handled; "
+                             f"disconnecting:\n{traceback.format_exc()}")
             self._remove_worker(w, "FAILURE")
             return
         if not alive and not conn.closed:
@@ -321,7 +330,7 @@ class Engine:
         depth = int(self.tuning.attempt_schedule_depth)
         now_us = self.clock() * 1e6
         policy = self.tuning.policy
-        expired: list[tuple[TaskRecord, int]] = []
+        expired: list[tuple[TaskRecord, int, str]] = []  # (task, result, why)
         to_recover: list[str] = []
         wanted: set[str] = set()  # libraries whose calls found no free slot
         ready_calls = self.tasks.ready_calls
@@ -338,27 +347,29 @@ class Engine:
                     break  # only calls are left, and none of them can be placed
                 continue  # an earlier call of this library found no free slot
             if task._time_end and now_us >= task._time_end:
-                expired.append((rec, cvine.VINE_RESULT_MAX_END_TIME))
+                expired.append((rec, cvine.VINE_RESULT_MAX_END_TIME, ""))
                 continue
             if task._time_start and now_us < task._time_start:
                 continue
+            if rec.retry_at and rec.retry_at * 1e6 > now_us:
+                continue  # forsaken lately: backing off
             if task._strict:
                 placed = self.delivery.strict_inputs_placed(task)
                 if placed is None:
-                    expired.append((rec, cvine.VINE_RESULT_FIXED_LOCATION_MISSING))
+                    expired.append((rec, cvine.VINE_RESULT_FIXED_LOCATION_MISSING, ""))
                 if not placed:
                     continue
             if task._inputs:
                 missing = self.delivery.inputs_pending(task, to_recover)
                 if missing is not None:
                     if missing:
-                        expired.append((rec, cvine.VINE_RESULT_INPUT_MISSING))
+                        expired.append((rec, cvine.VINE_RESULT_INPUT_MISSING, missing))
                     continue
             if task._library_required is not None:
                 dispatched |= self._place_call(rec, expired, wanted)
                 continue
             if rec.library is not None and not self.libraries.exists(rec.library):
-                expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY))
+                expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY, ""))
                 continue
             choice = self._choose_worker(rec, candidates, policy, mult) if candidates else None
             if choice is None:
@@ -371,8 +382,8 @@ class Engine:
                 candidates.remove(w)
                 if not candidates and not self.libraries.has_free_slot():
                     break
-        for rec, result in expired:
-            self._end_undispatched(rec, result, result_string(result))
+        for rec, result, why in expired:
+            self._end_undispatched(rec, result, why)
         for name in to_recover:
             self.delivery.recover(name)
         for name in wanted:
@@ -387,7 +398,7 @@ class Engine:
         name = rec.task._library_required
         if not self.libraries.exists(name):
             rec.stdout = self.libraries.why_missing(name)
-            expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY))
+            expired.append((rec, cvine.VINE_RESULT_MISSING_LIBRARY, ""))
             return False
         inst = self.libraries.slot_for(name)
         if inst is None:
@@ -479,11 +490,9 @@ class Engine:
 
     def _dispatch(self, rec: TaskRecord, w: WorkerRecord, alloc: Resources) -> None:
         task = rec.task
-        missing = _missing_inputs(task)
-        if missing:
-            self.debug.write("vine", f"task {rec.task_id}: input {missing} does not exist")
-            self._end_undispatched(rec, cvine.VINE_RESULT_INPUT_MISSING,
-                                   f"its input {missing} does not exist")
+        unsendable = self.delivery.unsendable_input(task, w)
+        if unsendable is not None:
+            self._end_undispatched(rec, cvine.VINE_RESULT_INPUT_MISSING, unsendable)
             return
         rec.metrics["time_when_commit_start"] = int(self.clock() * 1e6)
         for mount in task._inputs:
@@ -542,8 +551,15 @@ class Engine:
         rec.sandbox_mb = msg.sandbox_mb
         w.tasks_done += 1
         result = msg.result
-        if result == cvine.VINE_RESULT_FORSAKEN or result in RETRYABLE:
+        forsaken = result == cvine.VINE_RESULT_FORSAKEN
+        if not rec.task._library_required:  # calls come back forsaken when their library dies
+            w.forsaken_streak = w.forsaken_streak + 1 if forsaken else 0
+        if forsaken or result in RETRYABLE:
             self._retry_or_fail(rec, w, result, msg.exit_code)
+            if w.forsaken_streak >= FORSAKEN_STREAK_MAX:
+                self.debug.write("vine", f"{w.label()} forsook {w.forsaken_streak} tasks in a "
+                                 "row without completing any: disconnecting it")
+                self._remove_worker(w, "FAILURE")
             return
         rec.result, rec.exit_code = result, msg.exit_code
         rec.stdout_length = msg.output_length
@@ -567,11 +583,16 @@ class Engine:
             self._finalize(rec, w)
 
     def _end_undispatched(self, rec: TaskRecord, result: int, why: str) -> None:
-        """End a task that never reached a worker. For a library instance that is a failure
-        of its library, and ``why`` is what its calls are told if it is the last one."""
+        """End a task that never reached a worker; ``why`` (if any) explains it in the debug
+        log and becomes the task's output. For a library instance that is a failure of its
+        library, and ``why`` is what its calls are told if it is the last one."""
+        why = why.rstrip("\n") or result_string(result)
+        self.debug.write("vine", f"task {rec.task_id} ends before reaching a worker: {why}")
         if rec.library is not None:
             self._instance_failed(rec, f"the library could not start: {why}\n".encode(),
                                   "before it started")
+        elif rec.stdout is None and why != result_string(result):
+            rec.stdout = f"{why}\n".encode()
         self.tasks.finish(rec, result)
 
     def _instance_failed(self, rec: TaskRecord, output: bytes, where: str) -> None:
@@ -645,6 +666,8 @@ class Engine:
         if result == cvine.VINE_RESULT_FORSAKEN:
             rec.forsaken += 1
             again = task._max_forsaken < 0 or rec.forsaken <= task._max_forsaken
+            rec.retry_at = self.clock() + forsaken_delay(rec.forsaken,
+                                                         self.tuning.transient_error_interval)
         else:
             again = task._retries < 0 or rec.attempts <= task._retries
             self.counters["tasks_exhausted_attempts"] += 1
@@ -710,6 +733,11 @@ class Engine:
                 rec.result = cvine.VINE_RESULT_OUTPUT_TRANSFER_ERROR
         if rec.output_missing and rec.result == cvine.VINE_RESULT_SUCCESS:
             rec.result = cvine.VINE_RESULT_OUTPUT_MISSING
+        if rec.stdout_truncated and rec.result == cvine.VINE_RESULT_SUCCESS:
+            self.debug.write("vine", f"task {rec.task_id}: stdout longer than "
+                             f"max-task-stdout-storage: only its first "
+                             f"{len(rec.stdout)} bytes kept")
+            rec.result = cvine.VINE_RESULT_STDOUT_MISSING
         rec.metrics["time_when_retrieval"] = int(self.clock() * 1e6)
         self.tasks.finish(rec)
 
@@ -730,12 +758,11 @@ class Engine:
 
     # ------------------------------------------------------------------ worker messages
     def _on_hello(self, w: WorkerRecord, msg: p.Hello) -> None:
-        if msg.protocol != p.PROTOCOL_VERSION:
-            self.debug.write("vine", f"{w.label()} speaks protocol {msg.protocol}, not "
-                             f"{p.PROTOCOL_VERSION}: blocking host {msg.hostname}")
-            self.blocked[msg.hostname] = 0
-            self._remove_worker(w, "FAILURE")
-            return
+        if w.hostname != "unknown":
+            raise p.RemoteProtocolError("a second hello")
+        if msg.protocol != p.PROTOCOL_VERSION:  # that connection goes, never its whole host
+            raise p.RemoteProtocolError(f"speaks protocol {msg.protocol}, not "
+                                        f"{p.PROTOCOL_VERSION}")
         w.hostname, w.os, w.arch, w.version = msg.hostname, msg.os, msg.arch, msg.version
         self.counters["workers_joined"] += 1
         max_workers = self.tuning.max_workers
@@ -748,7 +775,7 @@ class Engine:
             w.worker_id = value
             self.txn.worker_connection(value, w.addrport)
         elif key == "worker-end-time":
-            w.end_time = float(value or 0)
+            w.end_time = p.parse_number(value or "0")
             self._dirty = True
         elif key == "from-factory":
             w.factory = value
@@ -759,7 +786,7 @@ class Engine:
         elif key == "library-update":
             fields = value.split()
             if len(fields) == 2 and fields[1] == "2":
-                self.txn.library(int(fields[0]), "STARTED", w.worker_id)
+                self.txn.library(int(p.parse_number(fields[0])), "STARTED", w.worker_id)
         elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
             self.debug.write("vine", f"{w.label()} reports {key} {value}")
 
@@ -781,22 +808,26 @@ class Engine:
         self.txn.cache_update(w.worker_id, name, msg.size, msg.duration_us, msg.start_us)
         self._dirty = True
         if name in w.building:
-            self.delivery.built(w, name)
+            self.delivery.build_ended(w, name, None)
         if name in self.delivery.producers:
             self.delivery.replicate(name)
 
     def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
-        if msg.cachename in w.building:
-            self.delivery.built(w, msg.cachename)
-        self._drop_replica(w, msg.cachename)
-        t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
-        if t is not None and isinstance(t.source, WorkerRecord):
-            self.transfers.source_failed(t.source, self.tuning.transient_error_interval)
-            self.debug.write("vine", f"transfer of {msg.cachename} from {t.source.label()} "
-                             f"failed: not using it as a source for "
-                             f"{self.tuning.transient_error_interval:.0f}s")
         self.debug.write("vine", f"{w.label()}: cache object {msg.cachename} invalid: "
                          f"{msg.text.strip()}")
+        if msg.cachename in w.building:
+            self.delivery.build_ended(w, msg.cachename, msg.text)
+        self._drop_replica(w, msg.cachename)
+        t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
+        pause = self.tuning.transient_error_interval
+        if t is not None and isinstance(t.source, WorkerRecord):
+            self.transfers.source_failed(t.source, pause)
+            self.debug.write("vine", f"transfer of {msg.cachename} from {t.source.label()} "
+                             f"failed: not using it as a source for {pause:.0f}s")
+        elif t is not None and t.put:
+            w.paused_until = self.clock() + pause
+            self.debug.write("vine", f"{w.label()} could not store {msg.cachename}: no tasks "
+                             f"are sent there for {pause:.0f}s")
         self._dirty = True
 
     def _on_feature(self, w: WorkerRecord, msg: p.Feature) -> None:
@@ -814,7 +845,12 @@ class Engine:
                 self._send(other, p.SendResults(-1))
 
     def _on_status(self, w: WorkerRecord, msg: Any) -> None:
-        """A status client (``vine_status``, a browser): answer with JSON and close."""
+        """A status client (``vine_status``, a browser): answer with JSON and close. Only a
+        connection's first message may ask: a worker that asks is dropped (its tasks go back
+        to the queue)."""
+        if w.hostname != "unknown" or w.tasks or w.worker_id is not None:
+            raise p.RemoteProtocolError(f"a status request ({type(msg).__name__}) from a "
+                                        "connection that is a worker")
         conn = w.conn
         del self.workers[conn]
         self.status_conns.add(conn)
@@ -887,10 +923,29 @@ class Engine:
         for host, until in list(self.blocked.items()):
             if until and now > until:
                 del self.blocked[host]
+        for t in self.transfers.overdue(self.tuning.min_transfer_timeout,
+                                        self.tuning.default_transfer_rate):
+            self._transfer_overdue(t)
         self._dirty = True
 
+    def _transfer_overdue(self, t: Any) -> None:
+        """A transfer took longer than it may. A worker that does not acknowledge a ``put``
+        is stuck or lying: it is dropped (its tasks go back to the queue). For a ``puturl``
+        the source is freed for others; the destination reports when its fetch ends."""
+        took = time.monotonic() - t.started
+        if t.put:
+            self.debug.write("vine", f"{t.dest.label()} did not acknowledge the put of "
+                             f"{t.cachename} ({t.size} bytes) in {took:.0f}s: disconnecting")
+            self._remove_worker(t.dest, "FAILURE")
+            return
+        self.transfers.finish(t.dest, t.cachename, t.tid)
+        if isinstance(t.source, WorkerRecord):
+            self.transfers.source_failed(t.source, self.tuning.transient_error_interval)
+        self.debug.write("vine", f"transfer {t.tid} of {t.cachename} to {t.dest.label()} is "
+                         f"not over after {took:.0f}s: no longer waiting for it")
+
     def _is_blocked(self, w: WorkerRecord) -> bool:
-        return w.hostname in self.blocked
+        return w.hostname in self.blocked or w.paused_until > self.clock()
 
     def _worker_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.hostname != "unknown")
@@ -946,6 +1001,12 @@ COUNTERS = (
 )
 
 
+def forsaken_delay(times: int, cap: float) -> float:
+    """Seconds before a task forsaken ``times`` times is sent again: at once after the first
+    time, then 0.5 s doubling up to ``cap`` (a worker that cannot run it must not spin)."""
+    return 0.0 if times <= 1 else min(cap, 0.5 * 2.0 ** min(times - 2, 32))
+
+
 def _has_room(w: WorkerRecord, mult: float) -> bool:
     free = w.free(mult)
     return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
@@ -962,15 +1023,6 @@ def _write_whole(path: str, data: bytes) -> None:
             f.write(data)
     except OSError:
         pass
-
-
-def _missing_inputs(task: Task) -> str | None:
-    for mount in task._inputs:
-        f = mount.file
-        if f._type == cvine.VINE_FILE and not os.path.exists(f._source):
-            return f._source
-    return None
-
 
 
 def _requested(task: Task) -> dict:

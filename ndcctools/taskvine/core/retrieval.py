@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import cvine
 from ..file import File
-from ..items import ItemReceiver, UnsafeName, remove_tree
+from ..items import ItemReceiver, remove_tree
 from ..protocol import Data, End, ErrorItem, FileItem, RemoteProtocolError, Stdout, Update
 from .connection import Reply
 from .tasks import TaskRecord
@@ -23,18 +23,41 @@ Done = Callable[[TaskRecord, bool], None]
 
 
 class StdoutReply(Reply):
-    """``send_stdout`` → ``stdout <id> <len>`` + bytes (or ``error …``)."""
+    """``send_stdout`` → ``stdout <id> <len>`` + bytes (or ``error …``).
+
+    The output streams in as ``Data`` events and is kept up to ``limit`` bytes
+    (``max-task-stdout-storage``) in one growing buffer (a large one is a single mapping,
+    given back whole when the task is dropped); the rest is read and dropped, and a task that
+    succeeded then ends with ``stdout missing``, as upstream's does."""
 
     def __init__(self, rec: TaskRecord, limit: int, done: Done):
         self.rec, self.limit, self.done = rec, limit, done
+        self.kept: bytearray | None = None
+        self.received = 0
+        self.size = 0
 
     def on_event(self, event: Any) -> bool:
-        if isinstance(event, Stdout):
-            self.rec.stdout = event.data[:self.limit]
-        elif isinstance(event, ErrorItem):
-            self.rec.stdout = b""
+        if self.kept is None:
+            if isinstance(event, ErrorItem):
+                self.rec.stdout = b""
+                self.done(self.rec, True)
+                return True
+            if not isinstance(event, Stdout):
+                raise RemoteProtocolError(f"expected stdout, got {type(event).__name__}")
+            self.size = event.size
+            self.kept = bytearray()
+        elif isinstance(event, Data):
+            room = self.limit - len(self.kept)
+            if room > 0:
+                self.kept += event.chunk[:room]
+            self.received += len(event.chunk)
         else:
-            raise RemoteProtocolError(f"expected stdout, got {type(event).__name__}")
+            raise RemoteProtocolError(f"stdout interrupted by {type(event).__name__}")
+        if self.received < self.size:
+            return False
+        self.rec.stdout = self.kept
+        if self.size > self.limit:
+            self.rec.stdout_truncated = True
         self.done(self.rec, True)
         return True
 
@@ -67,7 +90,7 @@ class OutputReply(Reply):
     def on_event(self, event: Any) -> bool:
         try:
             finished = self.receiver.feed(event)
-        except (UnsafeName, OSError) as e:
+        except RemoteProtocolError as e:
             self.receiver.abort()
             remove_tree(self.partial)
             raise RemoteProtocolError(f"bad output stream for task {self.rec.task_id}: {e}") from e

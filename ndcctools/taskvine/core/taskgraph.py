@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .logfile import LogFile
+
 if TYPE_CHECKING:
     from ..file import File
     from ..task import Task
@@ -22,7 +24,7 @@ HEADER = """\
 
 class TaskGraphLog:
     def __init__(self, path: str):
-        self._out = open(path, "w", buffering=1 << 16)
+        self._out = LogFile(path, truncate=True)
         self._out.write(HEADER)
         self._minitasks = 0
 

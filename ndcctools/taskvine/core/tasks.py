@@ -11,7 +11,9 @@ lists every legal move; anything else is a bug and raises.
 
 The ready queue keeps one FIFO per priority, so ``ready_in_order()`` walks tasks by priority
 then submission order without re-sorting (100,000 queued tasks cost nothing per cycle).
-Records that left READY are dropped lazily when they reach the head of their FIFO.
+Records that left READY are dropped lazily when they reach the head of their FIFO; a record
+that became READY again since it was queued has a newer entry, so each FIFO entry carries the
+record's ``readied`` count at queueing and only the current entry counts.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class TaskRecord:
                  "addrport", "allocation", "worker", "time_worker_start", "time_worker_end",
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
                  "cancelled", "output_missing", "stdout_length", "recovery", "min_disk",
-                 "output_error", "library", "instance")
+                 "output_error", "library", "instance", "stdout_truncated", "retry_at",
+                 "readied")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -56,7 +59,7 @@ class TaskRecord:
         self.state = INITIAL
         self.result = cvine.VINE_RESULT_UNKNOWN
         self.exit_code = -1
-        self.stdout: bytes | None = None
+        self.stdout: bytes | bytearray | None = None
         self.hostname: str | None = None
         self.addrport: str | None = None
         self.allocation: Resources | None = None
@@ -76,6 +79,9 @@ class TaskRecord:
         self.output_error: str | None = None  # why an output could not be retrieved
         self.library: str | None = None  # name of the library this record is an instance of
         self.instance: Any = None  # for a function call: the library instance serving it
+        self.stdout_truncated = False  # longer than max-task-stdout-storage: the rest dropped
+        self.retry_at = 0.0  # a forsaken task is not dispatched again before (clock time)
+        self.readied = 0  # times it was made READY: tells its current ready-queue entry
 
     @property
     def state_name(self) -> str:
@@ -89,7 +95,7 @@ class TaskTable:
         self._on_change = on_change
         self.records: dict[int, TaskRecord] = {}  # the user's tasks (and recovery tasks)
         self.instances: dict[int, TaskRecord] = {}  # library instances: not the user's
-        self._ready: dict[float, deque[TaskRecord]] = {}
+        self._ready: dict[float, deque[tuple[int, TaskRecord]]] = {}  # (readied, record)
         self._priorities: list[float] = []  # ascending; walked from the end
         self.returnable: deque[TaskRecord] = deque()
         self.next_id = 1
@@ -127,7 +133,8 @@ class TaskTable:
         if fifo is None:
             fifo = self._ready[prio] = deque()
             bisect.insort(self._priorities, prio)
-        fifo.append(rec)
+        rec.readied += 1
+        fifo.append((rec.readied, rec))
 
     def finish(self, rec: TaskRecord, result: int | None = None) -> None:
         """The task's outcome is known: queue it for ``wait()``."""
@@ -153,14 +160,14 @@ class TaskTable:
         """READY tasks, highest priority first, then in submission order."""
         for prio in reversed(self._priorities.copy()):
             fifo = self._ready[prio]
-            while fifo and fifo[0].state != READY:
+            while fifo and not _current(*fifo[0]):
                 fifo.popleft()
             if not fifo:
                 del self._ready[prio]
                 self._priorities.remove(prio)
                 continue
-            for rec in fifo:  # callers must not make tasks ready while walking
-                if rec.state == READY:
+            for readied, rec in fifo:  # callers must not make tasks ready while walking
+                if _current(readied, rec):
                     yield rec
 
     def take_returnable(self, tag: str | None = None, task_id: int = -1) -> TaskRecord | None:
@@ -178,3 +185,8 @@ class TaskTable:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def _current(readied: int, rec: TaskRecord) -> bool:
+    """Whether a ready-queue entry stands for ``rec`` now (READY since it was queued)."""
+    return rec.state == READY and rec.readied == readied

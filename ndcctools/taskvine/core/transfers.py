@@ -5,6 +5,8 @@ Every transfer the manager starts toward a worker is recorded here until the wor
 ``("file", cachename)``), a ``puturl`` of a URL (same key: the file's original source) or of
 a peer's replica (source key: that ``WorkerRecord``). The counts per source are what the
 limits ``worker-source-max-transfers`` and ``file-source-max-transfers`` are checked against.
+A transfer not over by its deadline is ``overdue``: the engine then stops waiting for it, so
+a stuck or hostile destination cannot hold a source for ever.
 A worker whose transfer server failed is avoided as a source for ``transient-error-interval``
 seconds.
 """
@@ -25,7 +27,14 @@ class Transfer:
     source: Hashable  # a WorkerRecord, or ("file", cachename) for the original source
     dest: Any  # WorkerRecord
     cachename: str
+    size: int = 0  # bytes, when known
+    put: bool = False  # sent by the manager itself (else fetched by dest with puturl)
     started: float = field(default_factory=time.monotonic)
+
+    def deadline(self, min_timeout: float, rate: float) -> float:
+        """When it must be over: ``min-transfer-timeout`` plus its size at
+        ``default-transfer-rate`` (bytes/s), as upstream bounds a transfer."""
+        return self.started + min_timeout + self.size / max(rate, 1.0)
 
 
 def original_source(cachename: str) -> tuple[str, str]:
@@ -39,8 +48,9 @@ class Transfers:
         self.per_source: dict[Hashable, int] = {}
         self.avoid_until: dict[Any, float] = {}  # source worker -> monotonic time
 
-    def start(self, source: Hashable, dest: Any, cachename: str) -> str:
-        t = Transfer(random_id(), source, dest, cachename)
+    def start(self, source: Hashable, dest: Any, cachename: str, size: int = 0,
+              put: bool = False) -> str:
+        t = Transfer(random_id(), source, dest, cachename, size, put)
         self.by_id[t.tid] = t
         self.by_dest[(dest, cachename)] = t
         self.per_source[source] = self.per_source.get(source, 0) + 1
@@ -59,6 +69,11 @@ class Transfers:
             return None
         self._forget(t)
         return t
+
+    def overdue(self, min_timeout: float, rate: float) -> list[Transfer]:
+        """Transfers past their deadline (see ``Transfer.deadline``); they stay recorded."""
+        now = time.monotonic()
+        return [t for t in self.by_id.values() if now > t.deadline(min_timeout, rate)]
 
     def in_flight_to(self, dest: Any, cachename: str) -> bool:
         return (dest, cachename) in self.by_dest

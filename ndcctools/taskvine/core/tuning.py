@@ -1,8 +1,9 @@
 """The ``tune()`` parameters (api.md §13): names, defaults, and how values are checked.
 
 ``Tuning`` owns the current values; the rest of the core reads them as attributes named
-with underscores (``tuning.hungry_minimum``). Unknown names raise ``ValueError`` naming the
-parameter (the issue asks for a clear error where upstream only returned -1).
+with underscores (``tuning.hungry_minimum``). ``set`` says why it changed nothing for an
+unknown name or a refused value, where upstream's ``tune`` returns -1 (upstream's own manual
+tunes a misspelt name).
 """
 
 from __future__ import annotations
@@ -71,17 +72,15 @@ def _at_least(low: float) -> Callable[[float], float]:
     return lambda v: max(low, v)
 
 
-def _open_unit(v: float) -> float:
-    if not 0 < v < 1:
-        raise ValueError("disk-proportion-available-to-task must be between 0 and 1")
-    return v
+def _open_unit(v: float) -> float | None:
+    return v if 0 < v < 1 else None
 
 
 def _interval(v: float) -> float:
     return v if v >= 1 else DEFAULTS["transient-error-interval"]
 
 
-CHECKS: dict[str, Callable[[float], float]] = {
+CHECKS: dict[str, Callable[[float], float | None]] = {  # None: a value refused
     "attempt-schedule-depth": _at_least(1),
     "hungry-minimum": _at_least(1),
     "hungry-minimum-factor": _at_least(1),
@@ -105,17 +104,21 @@ class Tuning:
         return Policy(bool(self.proportional_resources), bool(self.proportional_whole_tasks),
                       self.resource_submit_multiplier, self.disk_proportion_available_to_task)
 
-    def set(self, name: str, value: float) -> None:
+    def set(self, name: str, value: float) -> str | None:
+        """Set parameter ``name``; if nothing changed (no such parameter, a value it refuses),
+        the reason."""
         if not isinstance(name, str):
             raise TypeError("tune() takes the parameter name as a string")
         canonical = ALIASES.get(name, name)
         if canonical not in DEFAULTS:
-            raise ValueError(f"unknown tuning parameter {name!r}; known: "
-                             f"{', '.join(sorted(DEFAULTS))}")
+            return f"unknown parameter {name!r} ignored; known: {', '.join(sorted(DEFAULTS))}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"tune({name!r}, ...) needs a number, not {value!r}")
         value = CHECKS.get(canonical, float)(value)
+        if value is None:
+            return f"value refused for {name!r}: see the tune() parameters for its range"
         setattr(self, canonical.replace("-", "_"), value)
         if canonical == "proportional-resources":
             self.proportional_whole_tasks = 1 if value > 0 else 0
         self.policy = self._policy()
+        return None

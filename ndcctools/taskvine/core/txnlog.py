@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .logfile import LogFile
+
 HEADER = """\
 # time manager_pid MANAGER manager_pid START|END time_from_origin
 # time manager_pid WORKER worker_id CONNECTION host:port
@@ -83,7 +85,7 @@ def _resources_json(values: dict) -> str:
 
 class TransactionLog:
     def __init__(self, path: str, pid: int, clock: Callable[[], float] = time.time):
-        self._file = open(path, "a", buffering=1 << 16)
+        self._file = LogFile(path)
         self._pid = pid
         self._clock = clock
         self._start_us = 0

@@ -21,7 +21,8 @@ class WorkerRecord:
     __slots__ = ("conn", "addrport", "hostname", "os", "arch", "version", "worker_id",
                  "total", "committed", "has_resources", "end_time", "features", "tasks",
                  "cache", "file_users", "transfer_port", "start_time", "tasks_done",
-                 "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building")
+                 "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building",
+                 "paused_until", "forsaken_streak")
 
     def __init__(self, conn: Connection, addrport: str, now: float):
         self.conn = conn
@@ -46,6 +47,9 @@ class WorkerRecord:
         self.draining = False
         self.factory: str | None = None
         self.building: dict[str, File] = {}  # mini-task products being built there
+        self.paused_until = 0.0  # clock time: no tasks are sent before (it could not store
+        # an input)
+        self.forsaken_streak = 0  # tasks it forsook since it last completed one
 
     @property
     def ready(self) -> bool:
