@@ -112,9 +112,23 @@ DIRECT_BUFFERS = 4  # buffers per file: one filling, the others being written
 DIRECT_WRITERS = 2  # helper threads writing them (two writes in flight keep the disk busy)
 
 
+class SinkError(OSError):
+    """Writing received bytes into the file failed (a full disk, an I/O error); ``consumed``
+    bytes were taken from the socket all the same, so the stream can be followed on."""
+
+    consumed = 0
+
+    @classmethod
+    def of(cls, error: OSError, consumed: int) -> SinkError:
+        sink = cls(error.errno, error.strerror)
+        sink.consumed = consumed
+        return sink
+
+
 class Splicer:
     """socket → pipe → file with ``os.splice``; one per receiving connection. Large files go
-    socket → aligned buffer → ``O_DIRECT`` file instead (see ``_DirectFile``)."""
+    socket → aligned buffer → ``O_DIRECT`` file instead (see ``_DirectFile``). A failure to
+    write the file raises ``SinkError``, saying how many bytes left the socket."""
 
     __slots__ = ("_r", "_w", "size", "_direct", "_plain")
 
@@ -142,14 +156,23 @@ class Splicer:
             direct = self._direct = _DirectFile.open(fd, n)
             self._plain = None if direct is not None else (fd, n)
         if direct is not None:
-            got = direct.receive(sock)
+            try:
+                got = direct.receive(sock)
+            except SinkError:
+                self._drop_direct()
+                raise
             if not direct.left:
                 self._direct = None
             return got
         got = os.splice(sock.fileno(), self._w, min(n, self.size))
         left = got
-        while left:
-            left -= os.splice(self._r, fd, left)
+        try:
+            while left:
+                left -= os.splice(self._r, fd, left)
+        except OSError as e:
+            while left:  # empty the pipe: those bytes are dropped with the file
+                left -= len(os.read(self._r, min(left, 1 << 16)))
+            raise SinkError.of(e, got) from e
         if self._plain is not None and self._plain[0] == fd:
             self._plain = (fd, n - got)
         return got
@@ -251,7 +274,10 @@ class _DirectFile:
         try:
             while self.left:
                 if self._view is None:
-                    self._next_buffer()
+                    try:
+                        self._next_buffer()
+                    except OSError as e:  # a helper could not write an earlier buffer
+                        raise SinkError.of(e, got) from e
                 want = min(DIRECT_CHUNK - self._fill, self.left)
                 try:
                     n = sock.recv_into(self._view[self._fill:self._fill + want], want,
@@ -272,7 +298,10 @@ class _DirectFile:
             if got:  # the caller's file offset moves as if it had written the bytes
                 os.lseek(self.fd, got, os.SEEK_CUR)
         if not self.left:
-            self.finish()
+            try:
+                self.finish()
+            except OSError as e:
+                raise SinkError.of(e, got) from e
         return got
 
     def _receive_head(self, sock: socket.socket) -> int:
@@ -281,7 +310,10 @@ class _DirectFile:
         except OSError as e:
             _raise_timeout(sock, e)
             raise
-        write_all(self.fd, data)
+        try:
+            write_all(self.fd, data)
+        except OSError as e:
+            raise SinkError.of(e, len(data)) from e
         self._head -= len(data)
         self.left -= len(data)
         self._pos += len(data)

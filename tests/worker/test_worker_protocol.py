@@ -119,7 +119,11 @@ def test_stdout_inline_up_to_1024_bytes(fake, size):
     else:
         assert done.inline_stdout == b""
         fake.send(p.SendStdout(1))
-        assert fake.until(p.Stdout) == p.Stdout(1, b"a" * size)
+        assert fake.until(p.Stdout) == p.Stdout(1, size)
+        received = b""
+        while len(received) < size:
+            received += fake.next().chunk
+        assert received == b"a" * size
 
 
 def test_stdout_with_nul_bytes_is_exact(fake):
@@ -216,22 +220,42 @@ def test_symlink_output_pointing_out_is_not_served(fake, tmp_path):
     assert fake.until(p.ErrorItem).errno == 2
 
 
-@pytest.mark.parametrize("stream", [
-    p.Put("../evil", 1, 1).encode() + b"file ../evil 1 0644 0\nx",
-    p.Put("dir-e", 1, 1).encode() + b"dir dir-e 0755 0\nfile ..%2F..%2Fevil 1 0644 0\nxend\n",
-    p.Put("dir-s", 1, 1).encode() + b"dir dir-s 0755 0\nsymlink s 8\n../../..end\n",
-])
-def test_put_with_escaping_names_closes_the_connection(tmp_path, stream):
+def test_put_with_an_escaping_name_closes_the_connection(tmp_path):
     fake = FakeManager(tmp_path)  # not single-shot: it must survive and reconnect
     try:
         fake.hello()
-        fake.send(stream)
+        fake.send(p.Put("../evil", 1, 1).encode() + b"file ../evil 1 0644 0\nx")
         assert fake.closed()
         assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
         fake.accept()  # the worker comes back after its back-off
         assert isinstance(fake.next(), p.Hello)
     finally:
         fake.close()
+
+
+def test_put_with_an_escaping_name_inside_is_refused_and_the_session_goes_on(fake, tmp_path):
+    fake.hello()
+    fake.send(p.Put("dir-e", 1, 1).encode() +
+              b"dir dir-e 0755 0\nfile ..%2F..%2Fevil 1 0644 0\nxend\n", p.Check())
+    refused = fake.until(p.CacheInvalid)
+    assert refused.cachename == "dir-e" and "refused" in refused.text
+    assert isinstance(fake.until(p.Alive), p.Alive)  # still in step, still connected
+    assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
+
+
+def test_links_in_a_put_are_kept_as_links_and_never_followed(fake, tmp_path):
+    victim = tmp_path / "victim"  # what the link leads to, from a sandbox: ws/task.1/d/s
+    victim.write_text("mine")
+    fake.hello()
+    fake.send(p.Put("dir-s", 1, 1).encode() + b"dir dir-s 0755 0\nsymlink s 8\n../../..end\n",
+              task(1, "true", infiles=(p.Mount("dir-s", "d"),),
+                   outfiles=(p.Mount("file-v", "d/s/victim"),)))
+    assert fake.until(p.CacheUpdate).cachename == "dir-s"
+    assert os.readlink(fake.workspace / "cache" / "dir-s" / "s") == "../../.."
+    assert fake.until(p.Complete).task_id == 1
+    fake.send(p.Get("file-v"))
+    assert fake.until(p.ErrorItem).errno == 2  # the output through the link was not taken
+    assert victim.read_text() == "mine"
 
 
 def test_garbage_line_closes_and_the_worker_reconnects(tmp_path):
@@ -398,3 +422,95 @@ def test_kill_leaves_no_sandbox_behind(fake):
     fake.until(p.Alive)
     assert not (fake.workspace / "task.5").exists()
     assert os.listdir(fake.workspace / "trash") == []
+
+
+# ---------------------------------------------------------------- hardening (issue 9)
+
+def test_a_mini_task_without_its_recipe_input_forsakes_its_waiting_tasks(fake):
+    """The failed recipe takes the waiting tasks out of the queue while the queue is walked
+    (the worker died with ``ValueError: ... not in deque``)."""
+    fake.hello()
+    recipe = p.TaskBody(command="tar xf input.tar", infiles=(p.Mount("file-never-put",
+                                                                      "input.tar"),))
+    fake.send(p.MiniTaskMsg("output", "task-untar", 1, 0, 0o755, recipe),
+              *(task(i, "ls env", infiles=(p.Mount("task-untar", "env"),)) for i in (1, 2)))
+    assert fake.until(p.CacheInvalid).cachename == "task-untar"
+    forsaken = {fake.until(p.Complete).task_id for _ in range(2)}
+    assert forsaken == {1, 2}
+    fake.send(task(3, "echo alive"))
+    assert fake.until(p.Complete).inline_stdout == b"alive\n"
+
+
+@pytest.mark.parametrize("wire", [
+    b"task 1\ncmd 4\ntruecores inf\nend\n",
+    b"task 1\ncmd 4\ntruecores nan\nend\n",
+    b"task 1\ncmd 4\ntruewall_time 1e400\nend\n",
+    b"task 1\ncmd 4\ntrueend_time nan\nend\n",
+    b"task -5\ncmd 4\ntrueend\n",
+    b"task 0\ncmd 4\ntrueend\n",
+    b"put file-x 0 1e400\n",
+    b"put file-x 0 -1\n",
+    b"send_stdout 1e400\n",
+    b"task 1\ncmd 99999999999999999999\n",
+])
+def test_hostile_numbers_close_the_connection_and_the_worker_comes_back(tmp_path, wire):
+    fake = FakeManager(tmp_path)
+    try:
+        fake.hello()
+        fake.send(wire)
+        assert fake.closed()
+        fake.accept()  # it did not die: it reconnects
+        assert isinstance(fake.next(), p.Hello)
+    finally:
+        fake.close()
+
+
+def test_a_task_id_twice_closes_the_connection(tmp_path):
+    fake = FakeManager(tmp_path)
+    try:
+        fake.hello()
+        fake.send(task(1, "sleep 30"), task(1, "true"))
+        assert fake.closed()
+        fake.accept()
+        assert isinstance(fake.next(), p.Hello)
+    finally:
+        fake.close()
+
+
+def test_a_put_the_disk_refuses_is_answered_and_the_session_goes_on(tmp_path):
+    """A file too large for the disk (here: for the worker's file size limit), received
+    both ways: spliced (small) and with direct writes (large)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, limit[1]))  # inherited by the worker
+    try:
+        fake = FakeManager(tmp_path, "--single-shot")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+    try:
+        fake.hello()
+        for name, size in (("file-small", 3 << 20), ("file-large", 80 << 20)):
+            fake.send(p.Put(name, 1, size), p.FileItem(name, size, 0o644, 0))
+            chunk = b"z" * (1 << 20)
+            for _ in range(size >> 20):
+                fake.send(chunk)
+            fake.send(task(1 if name == "file-small" else 2, "true",
+                           infiles=(p.Mount(name, "in"),)))
+            refused = fake.until(p.CacheInvalid)
+            assert refused.cachename == name and "cannot store" in refused.text
+            assert fake.until(p.Complete).result == 40  # forsaken: another worker may do it
+            fake.send(p.Check())
+            assert isinstance(fake.until(p.Alive), p.Alive)
+        assert fake.proc.poll() is None
+    finally:
+        fake.close()
+
+
+def test_tasks_get_the_signals_python_ignores(fake):
+    """SIGPIPE ends a writer whose reader went away, as in any shell (the worker, a Python
+    program, ignores it, and ignored signals are inherited)."""
+    fake.hello()
+    fake.send(task(1, "yes | head -1"))
+    done = fake.until(p.Complete)
+    assert (done.exit_code, done.inline_stdout) == (0, b"y\n")

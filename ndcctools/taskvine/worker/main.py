@@ -2,10 +2,21 @@
 
 The worker connects to the first manager address that answers, serves it (``Session``)
 until it is released, told to exit, or the connection is lost, then reconnects with
-exponential back-off (1 s doubling up to ``--max-backoff``). It exits when told to, after
-one session with ``--single-shot``, or after ``--timeout`` seconds without a manager.
-On exit the workspace is removed unless ``--keep-workspace``, except for cache objects of
-level ``forever``, which the next worker started on the same workspace announces.
+exponential back-off (1 s doubling up to ``--max-backoff``; it keeps growing while sessions
+fail quickly, and starts again from 1 s only after a session that lasted ``STABLE_SESSION``
+seconds). A session that fails with an exception is logged with its traceback and counts as
+a lost connection: nothing a manager sends can kill the worker. It exits when told to, after
+one session with ``--single-shot``, or after ``--timeout`` seconds without a manager; and
+with status 1 if its workspace is deleted or replaced under it (``WorkspaceGuard``).
+
+At start-up the workspace is emptied of everything but ``cache/`` (where the ``Cache`` keeps
+valid ``forever`` objects): sandboxes, spares and downloads left by an earlier worker on the
+same workspace (one killed, say) must never get in the way. On exit the workspace is removed
+unless ``--keep-workspace``, except for cache objects of level ``forever``, which the next
+worker started on the same workspace announces.
+
+Every process group the worker starts is registered with a reaper process (``reaper.py``),
+which kills them if the worker dies without doing so itself.
 """
 
 from __future__ import annotations
@@ -20,15 +31,20 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 
 from .. import __version__, transport
 from ..items import remove_tree
+from . import reaper
 from .cache import Cache
 from .fetcher import Fetcher
 from .log import WorkerLog
 from .resources import Ledger, detect
+from .sandbox import WorkspaceGuard
 from .session import Session, SessionConfig
 from .transfer_server import TransferServer, parse_port_spec
+
+STABLE_SESSION = 30.0  # seconds: a session this long resets the reconnection back-off
 
 UNSUPPORTED = {
     "manager_name": "-M/--manager-name (catalog lookup) arrives with a later issue",
@@ -115,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workspace = os.path.abspath(args.workspace or default_workspace())
     os.makedirs(workspace, exist_ok=True)
+    clear_workspace(workspace)
     log = WorkerLog(bool(args.debug), args.debug_file)
     transport.DIRECT_MIN = args.direct_io_min << 20 if args.direct_io_min > 0 else None
     total = detect(args.cores, args.memory, args.disk, args.gpus, workspace, args.disk_percent)
@@ -127,15 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"workspace {workspace}; offering {total}")
     cache = Cache(workspace)
+    config.guard = WorkspaceGuard(workspace, cache.dir)
     server = TransferServer(cache, args.transfer_port, log)
     config.transfer_port = server.port
+    reaper.start(workspace)
+    status = 1
     try:
-        serve(args, config, cache, Fetcher(cache.transfer_dir), Ledger(total), log)
+        status = serve(args, config, cache, Fetcher(cache.transfer_dir), Ledger(total), log)
     finally:
         server.close()
-        if not args.keep_workspace:
+        reaper.stop()
+        # a workspace that is not ours any more (deleted, or made again) is left alone
+        if not args.keep_workspace and config.guard.trouble() is None:
             remove_workspace(workspace, cache)
-    return 0
+    return status
+
+
+def clear_workspace(workspace: str) -> None:
+    """Delete everything in the workspace but ``cache/`` (which ``Cache`` sorts out): what
+    an earlier worker left there (sandboxes, spares, partial downloads) is not ours."""
+    for entry in os.listdir(workspace):
+        if entry != "cache":
+            remove_tree(os.path.join(workspace, entry))
 
 
 def remove_workspace(workspace: str, cache: Cache) -> None:
@@ -150,7 +180,8 @@ def remove_workspace(workspace: str, cache: Cache) -> None:
 
 
 def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher: Fetcher,
-          ledger: Ledger, log: WorkerLog) -> None:
+          ledger: Ledger, log: WorkerLog) -> int:
+    """Serve managers until told to exit; the worker's exit status."""
     backoff = 1.0
     last_contact = time.monotonic()
     while True:
@@ -158,19 +189,33 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher
         if sock is None:
             if time.monotonic() - last_contact > args.timeout:
                 log.error(f"no manager for {args.timeout:.0f}s: exiting")
-                return
+                return 0
+            if config.parent_pid and os.getppid() != config.parent_pid:
+                log.error("parent process is gone: exiting")
+                return 0
             log(f"cannot reach {args.managers}; retrying in {backoff:.0f}s")
             time.sleep(backoff)
             backoff = min(backoff * 2, args.max_backoff)
             continue
         log(f"connected to {sock.getpeername()}")
-        outcome = Session(sock, config, cache, fetcher, ledger, log).run()
+        began = time.monotonic()
+        try:
+            outcome = Session(sock, config, cache, fetcher, ledger, log).run()
+        except Exception:
+            log.error(f"session with {args.managers} failed:\n{traceback.format_exc()}")
+            sock.close()
+            outcome = "broken" if config.guard and config.guard.trouble() else "lost"
         last_contact = time.monotonic()
-        backoff = 1.0
+        if outcome == "broken":
+            return 1
         if outcome == "exit" or args.single_shot:
-            return
-        if outcome == "lost":
+            return 0
+        if last_contact - began >= STABLE_SESSION:
+            backoff = 1.0
+        if outcome != "released":  # lost, or failed: wait longer each time it happens again
+            log(f"reconnecting in {backoff:.0f}s")
             time.sleep(backoff)
+            backoff = min(backoff * 2, args.max_backoff)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 A task runs as ``/bin/sh -c <command>`` in its sandbox, in a new session (so its whole
 process group can be killed), stdin from ``/dev/null``, stdout and stderr into the
-sandbox's ``.taskvine.stdout``. ``os.posix_spawn`` (vfork-based in glibc) is the cheapest way
+sandbox's ``.taskvine.stdout``. Its process group is registered with the worker's reaper
+(``reaper.py``), which kills it if the worker dies; whoever collects it with ``waitpid``
+calls ``reaper.forget`` first. ``os.posix_spawn`` (vfork-based in glibc) is the cheapest way
 to start a process from Python; since it cannot change directory, the worker, which is
 single-threaded, changes its own directory around the call.
 """
@@ -12,7 +14,12 @@ from __future__ import annotations
 import os
 import signal
 
+from . import reaper
+
 _BASE_ENV = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+
+# Python ignores these; a task must get them as any program does (``yes | head`` ends quietly)
+PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_NUM_THREADS",
                "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -21,13 +28,14 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_NUM_THREADS",
 def task_environment(task_env: tuple[str, ...], cores: int, memory: int, disk: int,
                      gpus: int, tmpdir: str, core_ids: str = "", gpu_ids: str = "",
                      extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment (less DISPLAY), then the task's, then the allocation."""
+    """The worker's environment (less DISPLAY), then the task's, then the allocation. A
+    task's variable that no process can have (no name, or a NUL byte) is left out."""
     env = dict(_BASE_ENV)
     if extra:
         env.update(extra)
     for var in task_env:
         name, sep, value = var.partition("=")
-        if sep:
+        if sep and name and "\0" not in var:
             env[name] = value
     if cores > 0:
         env["CORES"] = str(cores)
@@ -47,7 +55,8 @@ def task_environment(task_env: tuple[str, ...], cores: int, memory: int, disk: i
 
 
 def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -> int:
-    """Start the command; returns its pid (= its process group id)."""
+    """Start the command; returns its pid (= its process group id, registered with the
+    reaper)."""
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
@@ -55,10 +64,19 @@ def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -
     ]
     os.chdir(cwd)
     try:
-        return os.posix_spawn("/bin/sh", ["sh", "-c", command], env, file_actions=actions,
-                              setsid=True)
+        pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, file_actions=actions,
+                             setsid=True, setsigdef=PYTHON_IGNORES)
     finally:
         os.chdir(home)
+    reaper.watch(pid)
+    return pid
+
+
+def collect(pid: int) -> int:
+    """Wait for child ``pid`` (which ended, or was killed); its wait status. The reaper
+    forgets its group first, so that it never kills a group id that may be reused."""
+    reaper.forget(pid)
+    return os.waitpid(pid, 0)[1]
 
 
 def kill_group(pid: int) -> None:

@@ -17,8 +17,12 @@ server reports the child's pid, then its wait status::
 
 Messages are JSON over a ``SOCK_SEQPACKET`` socket pair (one message per packet). A server
 that cannot start (no cloudpickle for that interpreter) closes the socket; the worker then
-starts those tasks the ordinary way. This file is also the server's program: it imports
-only the standard library at the top, so it runs under any Python 3.
+starts those tasks the ordinary way. When the socket closes (the worker closed it, or died),
+the server kills the process group of every child still running, collects them and exits.
+The worker registers the server's group and each child's with its reaper (``reaper.py``),
+so they die with the worker even if the server is killed too. This file is also the
+server's program: it imports only the standard library at the top (and the worker's reaper
+only when imported as part of the package), so it runs under any Python 3.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ import socket
 import sys
 import types
 from typing import Any
+
+if __package__:  # in the worker; the server program runs this file as a script
+    from . import reaper
 
 PYTHON_TASK = re.compile(
     r"(?:\$\{PONCHO_PREFIX:\+\$\{PONCHO_PREFIX\}/bin/\})?python3((?: [\w.-]+){2,5})")
@@ -56,9 +63,11 @@ class ForkServer:
             stderr=subprocess.DEVNULL if stderr is None else stderr,
             start_new_session=True, close_fds=True)
         theirs.close()
+        reaper.watch(self.proc.pid)
         ours.setblocking(False)
         self.sock = ours
         self.alive = True
+        self.children: dict[int, int] = {}  # request id -> pid, from its pid to its status
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -76,7 +85,8 @@ class ForkServer:
             return False
 
     def events(self) -> list[dict]:
-        """Reports that arrived; the server is no longer ``alive`` once its socket closes."""
+        """Reports that arrived; the server is no longer ``alive`` once its socket closes.
+        Each child's group is registered with the reaper from its pid to its status."""
         out = []
         while True:
             try:
@@ -88,16 +98,36 @@ class ForkServer:
             if not data:
                 self.alive = False
                 return out
-            out.append(json.loads(data))
+            event = json.loads(data)
+            if "pid" in event:
+                self.children[event["id"]] = event["pid"]
+                reaper.watch(event["pid"])
+            elif "status" in event:
+                reaper.forget(self.children.pop(event["id"], 0))
+            out.append(event)
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
+        """Close the socket: the server kills its children and exits (within ``grace``
+        seconds, else it is killed, and its children with it)."""
         self.alive = False
-        self.sock.close()
+        if self.sock.fileno() >= 0:
+            self.events()  # children that ended: their groups are no longer ours
+            self.sock.close()
+        import subprocess
+
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            for pgid in (self.proc.pid, *self.children.values()):
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self.proc.wait()
+        for pid in self.children.values():
+            reaper.forget(pid)
+        self.children.clear()
+        reaper.forget(self.proc.pid)
 
 
 # ---------------------------------------------------------------------- the server program
@@ -114,6 +144,17 @@ def serve(fd: int) -> None:
     sel.register(sock, selectors.EVENT_READ, None)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> (request id, pid)
     compiled: dict[tuple, Any] = {}  # (device, inode, mtime, size) of a script -> its code
+    try:
+        _serve_requests(sock, sel, children, compiled)
+    except OSError:  # the worker is gone (a send failed)
+        pass
+    finally:
+        _kill_children([pid for _, pid in children.values()])
+
+
+def _serve_requests(sock: socket.socket, sel: selectors.BaseSelector,
+                    children: dict[int, tuple[int, int]], compiled: dict[tuple, Any]) -> None:
+    """Serve the worker until it closes the socket."""
     while True:
         for key, _ in sel.select():
             if key.data is None:
@@ -135,6 +176,22 @@ def serve(fd: int) -> None:
                 os.close(key.data)
                 _, status = os.waitpid(pid, 0)
                 sock.send(json.dumps({"id": request_id, "status": status}).encode())
+
+
+def _kill_children(pids: list[int]) -> None:
+    """Kill the process group of each child (the child itself if it has no group of its own
+    yet), then collect them."""
+    for pid in pids:
+        for kill, target in ((os.killpg, pid), (os.kill, pid)):
+            try:
+                kill(target, signal.SIGKILL)
+            except OSError:
+                pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
 
 
 def _compiled(path: str, cache: dict[tuple, Any]) -> Any:

@@ -18,37 +18,87 @@ from __future__ import annotations
 import os
 import shutil
 
-from ..items import UnsafeName, check_relative
+from ..items import UnsafeName, check_relative, remove_tree
 
 STDOUT = ".taskvine.stdout"
 TMP = ".taskvine.tmp"
 
 
+class WorkspaceGuard:
+    """Whether the workspace is still the directory the worker started with: the device and
+    inode of it and of its ``cache/`` directory are noted at start and compared (two ``stat``
+    calls) when the worker suspects trouble. A workspace deleted, or deleted and made again,
+    under a running worker would otherwise fail every task it is given."""
+
+    def __init__(self, workspace: str, cache_dir: str):
+        self.paths = (workspace, cache_dir)
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[tuple[int, int], ...]:
+        return tuple((st.st_dev, st.st_ino) for st in map(os.stat, self.paths))
+
+    def trouble(self) -> str | None:
+        """Why the workspace is no longer usable, or None if it still is."""
+        for path, (dev, ino) in zip(self.paths, self.identity, strict=True):
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                return f"workspace directory {path} is gone ({e.strerror})"
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                return f"workspace directory {path} was replaced by another directory"
+        return None
+
+
 class SandboxPool:
-    """Empty sandboxes kept for reuse, under ``<workspace>/trash/``."""
+    """Empty sandboxes kept for reuse, under ``<workspace>/trash/``, which the pool owns:
+    whatever it finds there at start (spares of an earlier session or worker) is deleted.
+    Nothing left on the disk by an earlier worker can make ``make`` or ``give_back`` fail:
+    a rename that is refused falls back to deleting what is in the way, or the sandbox."""
 
     def __init__(self, workspace: str, size: int = 16):
         self.real_workspace = os.path.realpath(workspace)
         self.dir = os.path.join(workspace, "trash")
+        if os.path.lexists(self.dir) and not os.path.isdir(self.dir):
+            remove_tree(self.dir)
         os.makedirs(self.dir, exist_ok=True)
+        for leftover in os.listdir(self.dir):
+            remove_tree(os.path.join(self.dir, leftover))
         self.size = size
         self.spares: list[str] = []
         self._serial = 0
 
     def make(self, path: str) -> None:
-        """Create the sandbox directory ``path`` (with its tmp directory)."""
-        if self.spares:
-            os.rename(self.spares.pop(), path)
-        else:
+        """Create the sandbox directory ``path`` (with its tmp directory), replacing
+        anything left at ``path``."""
+        while self.spares:
+            spare = self.spares.pop()
+            try:
+                os.rename(spare, path)
+                return
+            except OSError:  # something in the way (or the spare is gone): clear it, retry
+                remove_tree(path)
+            try:
+                os.rename(spare, path)
+                return
+            except OSError:
+                remove_tree(spare)
+        try:
             os.mkdir(path)
-            os.mkdir(os.path.join(path, TMP))
+        except FileExistsError:
+            remove_tree(path)
+            os.mkdir(path)
+        os.mkdir(os.path.join(path, TMP))
 
     def give_back(self, path: str) -> None:
         """Keep ``path`` for reuse if emptying its top level makes it pristine; else delete."""
         if len(self.spares) < self.size and _emptied(path):
             self._serial += 1
             spare = os.path.join(self.dir, f"spare.{self._serial}")
-            os.rename(path, spare)
+            try:
+                os.rename(path, spare)
+            except OSError:  # something in the way, or the trash is gone
+                shutil.rmtree(path, ignore_errors=True)
+                return
             self.spares.append(spare)
         else:
             shutil.rmtree(path, ignore_errors=True)

@@ -19,6 +19,7 @@ import selectors
 import shutil
 import socket
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,15 +39,15 @@ from ..items import (
     tree_size,
 )
 from ..resources import Resources
-from ..transport import Outbox, Splicer
+from ..transport import Outbox, SinkError, Splicer
 from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .libraries import LibraryError, LibraryProcess
 from .log import WorkerLog
-from .process import exit_status, kill_group, spawn, task_environment
+from .process import collect, exit_status, kill_group, spawn, task_environment
 from .pyfork import ForkServer, python_task_argv
 from .resources import MB, Ledger
-from .sandbox import Sandbox, SandboxPool
+from .sandbox import Sandbox, SandboxPool, WorkspaceGuard
 
 RESULT_INPUT_MISSING = 1
 RESULT_MAX_END_TIME = 24
@@ -75,6 +76,7 @@ class SessionConfig:
     parent_pid: int = 0
     end_time: int = 0
     transfer_port: int = 0  # 0: no transfer server
+    guard: WorkspaceGuard | None = None  # whether the workspace is still ours (None: unchecked)
 
 
 class TaskRun:
@@ -82,7 +84,7 @@ class TaskRun:
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
                  "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library",
-                 "call_args")
+                 "call_args", "queued")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -99,6 +101,7 @@ class TaskRun:
         self.fork_id = 0  # request to a fork server (0: started with posix_spawn)
         self.library: LibraryProcess | None = None  # the library it is, or that serves it
         self.call_args: bytes | None = None  # a call's infile, passed inline to its library
+        self.queued = False  # waiting in the session's queue to start
 
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
@@ -142,6 +145,7 @@ class Session:
         self.receiving: tuple[p.Put, ItemReceiver, int] | None = None
         self.pool = SandboxPool(config.workspace)
         self.building: dict[int, p.MiniTaskMsg] = {}  # mini task id (< 0) -> its recipe
+        self.failed_objects: set[str] = set()  # could not be stored, fetched or built here
         self.spent: list[Sandbox] = []  # no longer needed: recycled once replies are out
         self.ended: str | None = None
         self.last_task_id = 0
@@ -218,6 +222,9 @@ class Session:
                     raise p.RemoteProtocolError(f"unexpected {type(event).__name__}")
         except (p.RemoteProtocolError, UnsafeName) as e:
             self.end("lost", f"bad message from manager: {e}")
+        except Exception:  # a message we could not handle ends this session, not the worker
+            self.end("lost", f"a message from the manager could not be handled:\n"
+                     f"{traceback.format_exc()}")
 
     def end(self, outcome: str, reason: str) -> None:
         if self.ended is None:
@@ -277,6 +284,8 @@ class Session:
 
     # ------------------------------------------------------------------ tasks
     def on_task(self, msg: p.TaskMsg) -> None:
+        if msg.task_id <= 0 or msg.task_id in self.tasks:  # ids < 0 are our mini tasks'
+            raise p.RemoteProtocolError(f"task id {msg.task_id} is invalid or already here")
         self.last_task_id = max(self.last_task_id, msg.task_id)
         run = TaskRun(msg, self.allocation(msg.body))
         self.tasks[msg.task_id] = run
@@ -292,8 +301,16 @@ class Session:
             self.log(f"task {msg.task_id} refused: {e}")
             self.finish(run, RESULT_INPUT_MISSING, -1)
             return
-        self.queue.append(run)
+        self.enqueue(run)
         self.idle_reported = False
+
+    def enqueue(self, run: TaskRun) -> None:
+        run.queued = True
+        self.queue.append(run)
+
+    def unqueue(self, run: TaskRun) -> None:
+        """``run`` leaves the queue (it is dropped from the deque by ``start_ready``)."""
+        run.queued = False
 
     def allocation(self, body: p.TaskBody) -> Resources:
         values = (body.cores, body.memory, body.disk, body.gpus)
@@ -303,29 +320,41 @@ class Session:
         return Resources(*(max(0, int(v)) if v is not None else 0 for v in values))
 
     def start_ready(self) -> None:
+        """Start the queued tasks that can start. Starting or failing one may take others
+        out of the queue (a failed mini task forsakes the tasks waiting for its product), so
+        runs leave it by ``unqueue`` and the deque is compacted once the walk is over."""
         if not self.queue:
             return
         for run in list(self.queue):
-            needs = run.msg.body.needs_library
-            if needs is not None:
-                run.library = self.library_for(needs)
-                if run.library is None:
-                    if not self.library_coming(needs):
-                        self.queue.remove(run)
-                        self.log(f"task {run.msg.task_id}: no library {needs} here")
-                        self.forsake(run)
-                    continue
-            elif not self.has_room(run):
-                continue
-            if any(m.cachename in self.fetcher or self.being_built(m.cachename)
-                   for m in run.msg.body.infiles):
-                continue  # an input is still being downloaded or built
-            self.queue.remove(run)
-            missing = [m.cachename for m in run.msg.body.infiles if m.cachename not in self.cache]
-            if missing:
-                self.log(f"task {run.msg.task_id}: inputs {missing} are not in the cache")
-                self.finish(run, RESULT_INPUT_MISSING, -1)
-                continue
+            if run.queued:
+                self.try_start(run)
+        self.queue = deque(run for run in self.queue if run.queued)
+
+    def try_start(self, run: TaskRun) -> None:
+        needs = run.msg.body.needs_library
+        if needs is not None:
+            run.library = self.library_for(needs)
+            if run.library is None:
+                if not self.library_coming(needs):
+                    self.unqueue(run)
+                    self.log(f"task {run.msg.task_id}: no library {needs} here")
+                    self.forsake(run)
+                return
+        elif not self.has_room(run):
+            return
+        if any(m.cachename in self.fetcher or self.being_built(m.cachename)
+               for m in run.msg.body.infiles):
+            return  # an input is still being downloaded or built
+        self.unqueue(run)
+        missing = [m.cachename for m in run.msg.body.infiles if m.cachename not in self.cache]
+        failed = [name for name in missing if name in self.failed_objects]
+        if failed:  # it could not be stored or made here: another worker may do better
+            self.log(f"task {run.msg.task_id}: inputs {failed} failed here: forsaken")
+            self.forsake(run)
+        elif missing:
+            self.log(f"task {run.msg.task_id}: inputs {missing} are not in the cache")
+            self.finish(run, RESULT_INPUT_MISSING, -1)
+        else:
             self.start(run)
 
     def has_room(self, run: TaskRun) -> bool:
@@ -389,9 +418,15 @@ class Session:
                     box.make_output_dir(m.path)
                 if m.flags & MOUNT_WATCH:
                     run.watched.append(Watched(m.path, box.output_path(m.path)))
-        except (UnsafeName, OSError) as e:
+        except UnsafeName as e:  # a path the manager should never have sent
             self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}")
             self.finish(run, RESULT_INPUT_MISSING, -1)
+            return
+        except OSError as e:  # this worker's trouble, not the task's
+            if self.workspace_broken():
+                return  # the session ends; the manager runs the task elsewhere
+            self.log(f"task {msg.task_id}: cannot prepare its sandbox: {e}: forsaken")
+            self.forsake(run)
             return
         if body.needs_library is not None:
             self.invoke(run)
@@ -412,9 +447,14 @@ class Session:
         if not (fork and self.start_forked(run, env)):
             try:
                 run.pid = spawn(command, box.path, box.stdout, env, self.config.workspace)
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 self.log(f"task {run.msg.task_id}: cannot start /bin/sh: {e}")
-                self.finish(run, RESULT_FORSAKEN, 0)
+                if run.library is not None:
+                    run.library.close()
+                if isinstance(e, OSError):  # this worker's trouble: another may do better
+                    self.finish(run, RESULT_FORSAKEN, 0)
+                else:  # a NUL in the command: the manager's mistake, like an unsafe path
+                    self.finish(run, RESULT_INPUT_MISSING, -1)
                 return
             finally:
                 for fd in lib_fds:
@@ -491,7 +531,7 @@ class Session:
     def library_coming(self, name: str) -> bool:
         """Whether an instance of ``name`` runs (or waits to start) here."""
         return any(lib.name == name for lib in self.libraries.values()) or any(
-            r.msg.body.provides_library == name for r in self.queue)
+            r.queued and r.msg.body.provides_library == name for r in self.queue)
 
     def invoke(self, call: TaskRun) -> None:
         """Send a function call, whose sandbox is ready, to its library."""
@@ -606,7 +646,10 @@ class Session:
                     return
 
     def check_sandboxes(self) -> None:
-        """Kill tasks whose sandbox (less their linked inputs) outgrew their disk."""
+        """Kill tasks whose sandbox (less their linked inputs) outgrew their disk; end the
+        session if the workspace itself is gone."""
+        if self.workspace_broken():
+            return
         for run in self.tasks.values():
             if not run.running or run.kill_result or run.alloc.disk < 1 or run.sandbox is None:
                 continue
@@ -624,6 +667,20 @@ class Session:
                 self.log(f"task {run.msg.task_id} uses {used} bytes of disk, more than its "
                          f"{run.alloc.disk} MB: killing it")
                 kill_group(run.pid)
+
+    def workspace_broken(self) -> bool:
+        """Whether the workspace is no longer the directory this worker started with
+        (deleted, or deleted and made again): then no task can run here, so the session
+        ends ("broken": the worker exits with an error, and the manager, which sees the
+        connection close, runs our tasks elsewhere)."""
+        guard = self.config.guard
+        trouble = guard.trouble() if guard is not None else None
+        if trouble is None:
+            return False
+        if self.ended is None:
+            self.log.error(f"{trouble}: this worker cannot run tasks any more; leaving")
+            self.end("broken", trouble)
+        return True
 
     def on_exit(self, run: TaskRun, status: int | None = None) -> None:
         """A task's process ended; ``status`` is given for forked ones (else reaped here)."""
@@ -672,8 +729,7 @@ class Session:
         os.close(run.pidfd)
         run.pidfd = -1
         self.release(run)
-        _, status = os.waitpid(run.pid, 0)
-        return status
+        return collect(run.pid)
 
     def release(self, run: TaskRun) -> None:
         run.running = False
@@ -709,6 +765,8 @@ class Session:
         self.spent.clear()
 
     def on_kill(self, msg: p.Kill) -> None:
+        if msg.task_id < -1:
+            return  # only -1 (all) is meaningful below 0: our mini tasks are not the manager's
         ids = list(self.tasks) if msg.task_id < 0 else [msg.task_id]
         for task_id in ids:
             run = self.tasks.pop(task_id, None)
@@ -728,8 +786,8 @@ class Session:
                     self.reap(run)
                 if task_id in self.libraries:
                     self.library_ended(run)
-            elif run in self.queue:
-                self.queue.remove(run)
+            elif run.queued:
+                self.unqueue(run)
             if run.sandbox is not None:
                 run.sandbox.remove()
 
@@ -743,13 +801,15 @@ class Session:
         if size < 0:
             self.send(p.ErrorItem("process unknown: no stdout", 3))
             return
-        self.log(f"tx: stdout {msg.task_id} {size}")
-        self.outbox.append(b"stdout %d %d\n" % (msg.task_id, size))
+        self.send(p.Stdout(msg.task_id, size))
         if size:
             self.outbox.append(FileSegment(path, size))
 
     # ------------------------------------------------------------------ cache objects
     def on_put(self, msg: p.Put) -> None:
+        if self.receiving is not None:
+            raise p.RemoteProtocolError(f"put {msg.cachename} inside the put of "
+                                        f"{self.receiving[0].cachename}")
         dest = self.cache.receiving_path(msg.cachename)
         memory_max = msg.size if self.cache.fits_in_memory(msg.size, msg.level) else -1
         self.receiving = (msg, ItemReceiver(dest, memory_max), int(time.time() * 1e6))
@@ -759,10 +819,10 @@ class Session:
         try:
             if not receiver.feed(event):
                 return
-        except (OSError, UnsafeName) as e:
+        except p.RemoteProtocolError as e:
             receiver.abort()
             remove_tree(receiver.dest)
-            raise UnsafeName(f"put {msg.cachename}: {e}") from e
+            raise p.RemoteProtocolError(f"put {msg.cachename}: {e}") from e
         self.put_done()
 
     def splice_content(self) -> None:
@@ -772,6 +832,12 @@ class Session:
             try:
                 n = self.splicer.move(self.sock, receiver.content_fd, self.decoder.raw_left)
             except (BlockingIOError, InterruptedError):
+                return
+            except SinkError as e:  # the disk refused it: read the rest, write nothing
+                self.decoder.consume_raw(e.consumed)
+                receiver.fail(e)
+                if receiver.advance(e.consumed):
+                    self.put_done()
                 return
             except OSError as e:
                 self.end("lost", f"receiving {msg.cachename}: {e}")
@@ -792,18 +858,31 @@ class Session:
         if receiver.error is not None:
             self.log(f"put {msg.cachename}: manager sent error {receiver.error}")
             return
-        if receiver.write_error is not None:
-            remove_tree(receiver.dest)
-            self.log(f"put {msg.cachename}: cannot store it: {receiver.write_error}")
-            self.send(p.CacheInvalid(msg.cachename, f"worker {self.config.worker_id} cannot "
-                                     f"store {msg.cachename}: {receiver.write_error}\n"))
-            return
-        if receiver.content is not None:
-            self.send(self.cache.add_bytes(msg.cachename, bytes(receiver.content),
-                                           receiver.mode, msg.level, TYPE_PUT, start_us))
-        else:
-            self.send(self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT,
-                                     start_us))
+        error = receiver.write_error
+        if error is None:
+            try:
+                if receiver.content is not None:
+                    update = self.cache.add_bytes(msg.cachename, bytes(receiver.content),
+                                                  receiver.mode, msg.level, TYPE_PUT, start_us)
+                else:
+                    update = self.cache.add(msg.cachename, receiver.dest, msg.level, TYPE_PUT,
+                                            start_us)
+                self.send(update)
+                return
+            except OSError as e:
+                error = e
+        remove_tree(receiver.dest)
+        self.object_failed(msg.cachename, f"worker {self.config.worker_id} cannot store "
+                                          f"{msg.cachename}: {error}")
+
+    def object_failed(self, name: str, why: str, transfer_id: str | None = None) -> None:
+        """Cache object ``name`` could not be stored, fetched or built here: tell the manager
+        (``cache-invalid``) and forsake the tasks that need it, queued now or later (they may
+        run on another worker)."""
+        self.log(why)
+        self.failed_objects.add(name)
+        self.send(p.CacheInvalid(name, why.rstrip("\n") + "\n", transfer_id))
+        self.forsake_waiting_for(name)
 
     def on_get(self, msg: p.Get) -> None:
         self._serve(msg.cachename, whole_tree=True)
@@ -839,6 +918,7 @@ class Session:
         except UnsafeName as e:
             self.log(f"unlink refused: {e}")
             return
+        self.failed_objects.discard(msg.cachename)
         queued = self.fetcher.cancel(msg.cachename)
         if queued is not None:
             self.send(p.CacheInvalid(msg.cachename, "unlinked before it was fetched\n",
@@ -861,9 +941,7 @@ class Session:
                     continue
                 except OSError as e:
                     done.error = f"error storing {msg.url}: {e}\n"
-            self.log(f"fetch of {msg.cachename} failed: {done.error.strip()}")
-            self.send(p.CacheInvalid(msg.cachename, done.error, msg.transfer_id))
-            self.forsake_waiting_for(msg.cachename)
+            self.object_failed(msg.cachename, done.error, msg.transfer_id)
 
     # ------------------------------------------------------------------ mini tasks
     def on_minitask(self, msg: p.MiniTaskMsg) -> None:
@@ -881,7 +959,7 @@ class Session:
         self.building[task_id] = msg
         run = TaskRun(p.TaskMsg(task_id, msg.body), Resources(0, 0, 0, 0))
         self.tasks[task_id] = run
-        self.queue.append(run)
+        self.enqueue(run)
 
     def being_built(self, cachename: str) -> bool:
         return any(m.cachename == cachename for m in self.building.values())
@@ -914,9 +992,7 @@ class Session:
                         error += ": " + f.read(2000).decode("utf-8", "replace")
                 except OSError:
                     pass
-            self.log(error)
-            self.send(p.CacheInvalid(msg.cachename, error.rstrip("\n") + "\n"))
-            self.forsake_waiting_for(msg.cachename)
+            self.object_failed(msg.cachename, error)
         if box is not None:
             box.remove()
 
@@ -925,9 +1001,10 @@ class Session:
         self.forsake_queued(lambda body: any(m.cachename == cachename for m in body.infiles))
 
     def forsake_queued(self, doomed: Callable[[p.TaskBody], bool]) -> None:
-        for run in [r for r in self.queue if doomed(r.msg.body)]:
-            self.queue.remove(run)
-            self.forsake(run)
+        for run in self.queue:
+            if run.queued and doomed(run.msg.body):
+                self.unqueue(run)
+                self.forsake(run)
 
     # ------------------------------------------------------------------ the rest
     def on_check(self, msg: p.Check) -> None:
