@@ -465,7 +465,7 @@ def test_hostile_numbers_close_the_connection_and_the_worker_comes_back(tmp_path
         fake.close()
 
 
-def test_a_task_id_twice_closes_the_connection(tmp_path):
+def test_a_task_id_still_running_closes_the_connection(tmp_path):
     fake = FakeManager(tmp_path)
     try:
         fake.hello()
@@ -475,6 +475,14 @@ def test_a_task_id_twice_closes_the_connection(tmp_path):
         assert isinstance(fake.next(), p.Hello)
     finally:
         fake.close()
+
+
+def test_a_finished_task_sent_again_without_kill_runs_again(fake):
+    fake.hello()
+    fake.send(task(1, "echo first"))
+    assert fake.until(p.Complete).inline_stdout == b"first\n"
+    fake.send(task(1, "echo again"))
+    assert fake.until(p.Complete).inline_stdout == b"again\n"
 
 
 def test_a_put_the_disk_refuses_is_answered_and_the_session_goes_on(tmp_path):

@@ -284,8 +284,13 @@ class Session:
 
     # ------------------------------------------------------------------ tasks
     def on_task(self, msg: p.TaskMsg) -> None:
-        if msg.task_id <= 0 or msg.task_id in self.tasks:  # ids < 0 are our mini tasks'
-            raise p.RemoteProtocolError(f"task id {msg.task_id} is invalid or already here")
+        if msg.task_id <= 0:  # ids below 0 are our mini tasks'
+            raise p.RemoteProtocolError(f"invalid task id {msg.task_id}")
+        old = self.tasks.get(msg.task_id)
+        if old is not None:
+            if old.running or old.queued:
+                raise p.RemoteProtocolError(f"task {msg.task_id} is already running here")
+            self.on_kill(p.Kill(msg.task_id))  # finished, never killed: the new one replaces it
         self.last_task_id = max(self.last_task_id, msg.task_id)
         run = TaskRun(msg, self.allocation(msg.body))
         self.tasks[msg.task_id] = run
