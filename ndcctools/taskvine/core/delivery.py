@@ -218,17 +218,14 @@ class Delivery:
             w.cache[name] = 0
             return
         start = time.monotonic()
-        if file._type == cvine.VINE_BUFFER:
-            data = file._data or b""
-            size = len(data)
-            self.transfers.start(original_source(name), w, name, size, put=True)
-            self.send(w, p.Put(name, file._level, len(data)))
-            self.send(w, p.FileItem(name, len(data), file._mode or 0o755, 0))
+        data = (file._data or b"") if file._type == cvine.VINE_BUFFER else None
+        size = len(data) if data is not None else _size_of(file._source)
+        self.transfers.start(original_source(name), w, name, size, put=True)
+        self.send(w, p.Put(name, file._level, size))
+        if data is not None:
+            self.send(w, p.FileItem(name, size, file._mode or 0o755, 0))
             self.send_raw(w, data)
         else:
-            size = _size_of(file._source)
-            self.transfers.start(original_source(name), w, name, size, put=True)
-            self.send(w, p.Put(name, file._level, size))
             for piece in outgoing(file._source, name, mode=file._mode):
                 self.send_raw(w, piece)
         w.cache[name] = size

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ..task import Task
     from .debuglog import DebugLog
     from .taskgraph import TaskGraphLog
+    from .transfers import Transfer
     from .tuning import Tuning
     from .txnlog import TransactionLog
 
@@ -928,7 +929,7 @@ class Engine:
             self._transfer_overdue(t)
         self._dirty = True
 
-    def _transfer_overdue(self, t: Any) -> None:
+    def _transfer_overdue(self, t: Transfer) -> None:
         """A transfer took longer than it may. A worker that does not acknowledge a ``put``
         is stuck or lying: it is dropped (its tasks go back to the queue). For a ``puturl``
         the source is freed for others; the destination reports when its fetch ends."""
