@@ -1,14 +1,14 @@
 """A small real workflow on local workers: count words in parts of a text, then merge.
 
-Starts two ``vine_worker`` processes on this machine (they connect back over TCP to
-127.0.0.1), sends each part of the input as a file, brings every partial count back as an
-output file, and runs a last task that merges them. Run it with ``python examples/quickstart.py``;
-the manager's logs stay in ``./vine-run-info/<time>/vine-logs/``.
+A local ``Factory`` keeps two ``vine_worker`` processes on this machine for the manager
+(they connect back over TCP), each part of the input goes to a worker as a file, every
+partial count comes back as an output file, and a last task merges them. Run it with
+``python examples/quickstart.py``; the manager's logs stay in
+``./vine-run-info/<time>/vine-logs/``, the factory's next to them.
 """
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -21,37 +21,18 @@ all that glitters is not gold
 """ * 50
 
 
-def start_worker(port: int, workspace: str) -> subprocess.Popen:
-    """A worker for this manager only: it exits after one session (``--single-shot``), or
-    if it finds no manager for 30 s, or when this program goes away (``--parent-death``)."""
-    exe = shutil.which("vine_worker")
-    cmd = [exe] if exe else [sys.executable, "-m", "ndcctools.taskvine.tools.vine_worker"]
-    return subprocess.Popen(cmd + ["--single-shot", "--timeout", "30", "--parent-death",
-                                   "--cores", "2", "--memory", "1000", "--disk", "2000",
-                                   "--workspace", workspace, "127.0.0.1", str(port)])
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """Let released workers exit; end those that never got to connect."""
-    for w in workers:
-        try:
-            w.wait(5)
-        except subprocess.TimeoutExpired:
-            w.terminate()
-            w.wait(5)
-
-
 def main() -> int:
     work = tempfile.mkdtemp(prefix="vine-quickstart-")
-    workers: list[subprocess.Popen] = []
     try:
         with vine.Manager(port=0) as m:  # logs go to ./vine-run-info/<time>/vine-logs
             print(f"manager listening on port {m.port}; logs in {m.logging_directory}")
-            workers = [start_worker(m.port, os.path.join(work, f"worker{i}")) for i in range(2)]
-            ok = count_words(m, work)
+            workers = vine.Factory("local", manager=m)
+            workers.min_workers = workers.max_workers = 2
+            workers.cores, workers.memory, workers.disk = 2, 1000, 2000
+            with workers:  # leaving the block stops the factory and its workers
+                ok = count_words(m, work)
         return 0 if ok else 1
     finally:
-        stop_workers(workers)
         shutil.rmtree(work, ignore_errors=True)
 
 

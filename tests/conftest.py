@@ -8,15 +8,18 @@ the logs of its workers and manager are printed to help find out why.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
 import ndcctools.taskvine as vine
+from ndcctools.taskvine import catalog as catalog_client
 
 
 class Workers:
@@ -125,3 +128,49 @@ def pytest_runtest_makereport(item, call):
             if path.is_file() and (path.suffix in (".log", ".stderr") or path.name == "debug"):
                 text = path.read_text(errors="replace")[-6000:]
                 report.sections.append((f"log {path.relative_to(tmp)}", text))
+
+
+class Catalog:
+    """A catalog server on a free loopback port, with its log in the test's directory."""
+
+    def __init__(self, directory: Path):
+        portfile = directory / "port"
+        self.proc = subprocess.Popen(
+            [shutil.which("catalog_server"), "-Z", str(portfile), "-I", "127.0.0.1",
+             "-u", "127.0.0.1:1", "-o", str(directory / "catalog.log")],
+            cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(directory / "catalog.stderr", "wb"), start_new_session=True)
+        wait_until(lambda: self.proc.poll() is not None
+                   or portfile.exists() and portfile.read_text().strip().isdigit(), 10)
+        assert self.proc.poll() is None, "catalog_server exited at start"
+        self.port = int(portfile.read_text())
+        self.spec = f"127.0.0.1:{self.port}"
+        wait_until(lambda: self.answers(), 10)
+
+    def answers(self) -> bool:
+        try:
+            self.records()
+        except catalog_client.CatalogError:
+            return False
+        return True
+
+    def records(self, project: str = ".*") -> list[dict]:
+        return catalog_client.find_managers(project, catalog_client.catalog_hosts(self.spec), 5)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    if shutil.which("catalog_server") is None:
+        if os.environ.get("VINE_TEST_SYSTEMS") == "required":
+            pytest.fail("catalog_server not installed (VINE_TEST_SYSTEMS=required)")
+        pytest.skip("catalog_server not installed: apt-get install coop-computing-tools")
+    directory = tmp_path / "catalog"
+    directory.mkdir()
+    c = Catalog(directory)
+    yield c
+    c.kill()

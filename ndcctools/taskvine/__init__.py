@@ -10,13 +10,13 @@ from . import cvine, futures, utils  # noqa: E402, F401 - public submodules
 from ._pending import (
     DaskVine,
     DaskVineDag,
-    Factory,
     FutureFunctionCall,
     FuturePythonTask,
     FuturesExecutor,
     VineFuture,
 )
 from .cvine import *  # noqa: F403 - upstream programs use vine.VINE_* too
+from .factory import Factory
 from .file import File
 from .manager import Manager
 from .python_task import PythonTask, PythonTaskNoResult

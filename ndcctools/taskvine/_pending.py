@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 PENDING = {
-    "Factory": "a later issue (worker factories)",
     "FuturesExecutor": "a later issue (futures)",
     "FuturePythonTask": "a later issue (futures)",
     "FutureFunctionCall": "a later issue (futures)",

@@ -3,9 +3,10 @@
 The facade checks arguments and translates the public API into calls on the core
 (``core.engine.Engine``), which owns the sockets, the task table and the workers. Nothing
 runs in the background: workers are served while the program is inside ``wait*()`` (and
-``submit()`` never blocks). Leaving a ``with`` block, ``close()``, garbage collection or
-interpreter exit (``weakref.finalize``) releases the workers (or tells them to exit,
-with ``shutdown=True``).
+``submit()`` never blocks); only a named manager's catalog updates, built inside
+``wait*()``, are sent from a thread (``core.catalog_reporter``). Leaving a ``with`` block,
+``close()``, garbage collection or interpreter exit (``weakref.finalize``) releases the
+workers (or tells them to exit, with ``shutdown=True``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import cloudpickle
 
 from . import cvine, functional
 from .core import cachenames
+from .core.catalog_reporter import CatalogReporter, Sender
 from .core.debuglog import DebugLog
 from .core.engine import Engine
 from .core.hungry import hungry as compute_hungry
@@ -43,6 +45,7 @@ from .transport import bind_listener
 from .utils import port_range_from_environment
 
 _RESOURCE_KEYS = ("cores", "memory", "disk", "gpus", "wall_time")
+_CONNECTION_MODES = ("by_ip", "by_hostname", "by_apparent_ip")
 
 
 
@@ -81,9 +84,21 @@ def _port_range(port: Any) -> int | tuple[int, int]:
     return wanted
 
 
+def _weak(method: Callable, default: Any = None) -> Callable:
+    """``method`` called through a weak reference (``default`` once its object is gone): the
+    engine must not keep its Manager alive, since the Manager's finalizer holds the engine."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        return default if bound is None else bound(*args)
+    return call
+
+
 def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
-                  shutdown: bool) -> None:
+                  shutdown: bool, sender: Sender) -> None:
     """Teardown, shared by close(), the context manager, GC and interpreter exit."""
+    sender.stop()
     engine.close(shutdown)
     txn.manager_end()
     debug.write("vine", "manager end")
@@ -119,7 +134,7 @@ class Manager:
         self._tuning = Tuning()
         graph = TaskGraphLog(os.path.join(self._info.logs, "taskgraph"))
         self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
-        self._engine.status_builder = self._status_bytes
+        self._engine.status_builder = _weak(self._status_bytes, b"[]")
         self._engine.library_logs = self._info.library_logs
         self._name = name
         self._shutdown = shutdown
@@ -130,12 +145,15 @@ class Manager:
         self._functions: dict[int, tuple[Any, File]] = {}  # id(function) -> (function, file)
         self._wrapper: File | None = None
         self._properties: dict[str, str] = {}
+        self._preferred_connection = "by_ip"
+        self._catalog = CatalogReporter(_weak(self._catalog_record), self._debug, self._tuning)
+        self._engine.periodic = self._catalog.tick
         self._txn.manager_start()
         self._debug.write("tcp", f"listening on port {self.port}")
         self._debug.write("vine", f"Manager is listening on port {self.port}.")
         self._finalizer = weakref.finalize(
             self, _close_engine, self._engine, self._txn, self._debug, self._info.staging,
-            shutdown)
+            shutdown, self._catalog.sender)
         if init_fn is not None:
             init_fn(self)
 
@@ -147,7 +165,10 @@ class Manager:
         self.close()
 
     def close(self) -> None:
-        """Release the workers (tell them to exit with ``shutdown=True``) and close logs."""
+        """Release the workers (tell them to exit with ``shutdown=True``) and close logs; a
+        named manager sends the catalogs a last update first."""
+        if self._finalizer.alive:
+            self._catalog.close()
         self._finalizer()
 
     @property
@@ -187,7 +208,10 @@ class Manager:
         return None
 
     def set_name(self, name: str) -> None:
+        """Advertise the manager to the catalogs under project ``name`` (from the next
+        ``wait``, then every ``update-interval`` seconds)."""
         self._name = name
+        self._catalog.soon()
 
     def set_priority(self, priority: int) -> None:
         self._priority = int(priority)
@@ -637,7 +661,8 @@ class Manager:
 
     def _status_info(self) -> dict:
         return {"started_us": self._started_us, "name": self._name, "uuid": self._uuid,
-                "priority": self._priority, **self._properties}
+                "priority": self._priority, "properties": self._properties,
+                "preferred_connection": self._preferred_connection}
 
     def _status_bytes(self, kind: str) -> bytes:
         canonical = STATUS_KINDS.get(kind)
@@ -653,6 +678,32 @@ class Manager:
                 groups[key] = groups.get(key, 0) + 1
         return [{"workers": n, "cores": c, "gpus": g, "memory": m, "disk": d}
                 for (c, g, m, d), n in groups.items()]
+
+    def set_catalog_servers(self, hosts: str) -> None:
+        """The catalogs a named manager reports to, as ``"host1:port1,host2"`` (default: the
+        ``CATALOG_HOST``/``CATALOG_PORT`` environment variables, else upstream's catalogs)."""
+        if not isinstance(hosts, str):
+            raise TypeError("set_catalog_servers() takes 'host:port,host2:port2' as a str")
+        self._catalog.set_servers(hosts)
+
+    def update_catalog(self) -> None:
+        """Send the catalogs an update now (a manager without a name sends none). The update
+        goes out from a background thread: this never waits for the network."""
+        self._catalog.update()
+
+    def set_manager_preferred_connection(self, mode: str) -> None:
+        """How workers that find this manager through the catalog (``vine_worker -M``)
+        should reach it: ``by_ip`` (default), ``by_hostname`` or ``by_apparent_ip``."""
+        if mode not in _CONNECTION_MODES:
+            raise ValueError(f"unknown connection mode {mode!r}; one of "
+                             f"{', '.join(_CONNECTION_MODES)}")
+        self._preferred_connection = mode
+
+    def _catalog_record(self) -> dict | None:
+        """What the catalogs are told: the ``manager`` status record (None without a name)."""
+        if not self._name:
+            return None
+        return report(self._engine, "manager", self._status_info())[0]
 
     def log_debug_app(self, text: str) -> None:
         self._debug.write("vine", f"APPLICATION {text}")

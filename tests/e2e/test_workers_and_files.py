@@ -113,3 +113,29 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_an_idle_worker_with_the_only_copy_of_a_temp_is_kept(manager, workers):
+    """A worker asking to leave for idleness (``--idle-timeout``, as factory workers do) is
+    let go only once no temp file would be lost with it."""
+    workers.start(manager, extra=["--idle-timeout", "1"])
+    temp = manager.declare_temp()
+    t = vine.Task("echo data > out")
+    t.add_output(temp, "out")
+    manager.submit(t)
+    assert wait_tasks(manager, 1)[0].successful()
+    debug = os.path.join(manager.logging_directory, "debug")
+
+    def asked_twice():
+        manager.wait(0.1)
+        with open(debug) as f:
+            return f.read().count("idle-disconnect-request") >= 2
+    wait_until(asked_twice, timeout=30, step=0)
+    assert manager.stats.workers_connected == 1 and manager.stats.workers_idled_out == 0
+    manager.undeclare_file(temp)
+
+    def gone():
+        manager.wait(0.1)
+        return manager.stats.workers_connected == 0
+    wait_until(gone, timeout=30, step=0)
+    assert manager.stats.workers_idled_out == 1

@@ -51,8 +51,7 @@ def test_all_lists_exactly_the_public_names():
     assert vine.futures is futures and vine.utils is utils and vine.cvine is cvine
 
 
-@pytest.mark.parametrize("name", ["Factory",
-                                  "FuturesExecutor", "VineFuture", "DaskVine"])
+@pytest.mark.parametrize("name", ["FuturesExecutor", "VineFuture", "DaskVine"])
 def test_classes_not_built_yet_say_which_issue_brings_them(name):
     with pytest.raises(NotImplementedError, match=rf"{name} is not available yet.*arrives"):
         getattr(vine, name)("anything")

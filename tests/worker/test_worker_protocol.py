@@ -101,6 +101,16 @@ def test_hello_lines_in_order(fake):
     assert fake.raw.startswith(b"taskvine 13 ")
 
 
+def test_hello_names_the_factory_before_alive(tmp_path):
+    f = FakeManager(tmp_path, "--single-shot", "--from-factory", "fac-7")
+    try:
+        hello = f.hello()
+        assert hello[3:5] == [p.Info("worker-end-time", "0"), p.Info("from-factory", "fac-7")]
+        assert hello[5] == p.Alive()
+    finally:
+        f.close()
+
+
 def test_check_answers_alive_and_resources(fake):
     fake.hello()
     fake.send(task(7, "true"), p.Check())

@@ -7,7 +7,7 @@ the crank (``_cycle``) has four named phases::
     schedule   ready tasks → workers with room (allocation + choice of worker: pure policies)
     flush      queued bytes → sockets (non-blocking; file contents with sendfile)
     poll       select(); accept new connections; read, decode, dispatch each message
-    timers     keepalives, lost workers, tasks whose start time came
+    timers     keepalives, lost workers, tasks whose start time came, catalog updates
 
 Every message from a worker goes to exactly one handler, found in ``_HANDLERS`` by type;
 reply events (items, stdout) go to the reply at the head of that connection's FIFO. A
@@ -88,6 +88,7 @@ class Engine:
         self.category_min: dict[str, dict] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
+        self.periodic: Callable[[], None] | None = None  # the facade's timer (catalog updates)
         self._to_flush: set[Connection] = set()
         self.delivery = Delivery(self.workers, self.tasks, tuning, debug, txn, self.counters,
                                  self._send, self._send_raw, self._drop_replica, self._wake)
@@ -781,7 +782,7 @@ class Engine:
         elif key == "from-factory":
             w.factory = value
         elif key == "idle-disconnect-request":
-            if not w.tasks and not w.conn.replies:
+            if not w.tasks and not w.conn.replies and not self._holds_sole_temp(w):
                 self._send(w, p.Exit())
                 self.counters["workers_idled_out"] += 1
         elif key == "library-update":
@@ -790,6 +791,11 @@ class Engine:
                 self.txn.library(int(p.parse_number(fields[0])), "STARTED", w.worker_id)
         elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
             self.debug.write("vine", f"{w.label()} reports {key} {value}")
+
+    def _holds_sole_temp(self, w: WorkerRecord) -> bool:
+        """Whether ``w`` has the only copy of a temp file (it may not idle out then)."""
+        return any(name.startswith("temp-") and self.replicas.count(name) <= 1
+                   for name in w.cache)
 
     def _on_resources(self, w: WorkerRecord, msg: p.Resources) -> None:
         if msg.workers >= 1 and msg.tag >= 0:
@@ -927,6 +933,8 @@ class Engine:
         for t in self.transfers.overdue(self.tuning.min_transfer_timeout,
                                         self.tuning.default_transfer_rate):
             self._transfer_overdue(t)
+        if self.periodic is not None:
+            self.periodic()
         self._dirty = True
 
     def _transfer_overdue(self, t: Transfer) -> None:

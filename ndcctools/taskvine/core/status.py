@@ -7,10 +7,13 @@ builds the JSON lists served by ``Manager.status()``, ``vine_status`` and HTTP.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import json
 import os
 import socket
 from typing import TYPE_CHECKING
+
+import psutil
 
 from .. import __version__
 from ..protocol import PROTOCOL_VERSION
@@ -108,12 +111,15 @@ def _manager(engine: Engine, info: dict) -> list[dict]:
         "type": "vine_manager", "project": info.get("name") or "", "starttime":
         info["started_us"] // 1_000_000, "working_dir": os.getcwd(), "owner": _owner(),
         "version": __version__, "port": engine.port, "priority": info.get("priority", 0),
-        "manager_preferred_connection": "by_ip", "taskvine_uuid": info["uuid"],
-        "protocol": PROTOCOL_VERSION, "ssl": False, "network_interfaces": [],
-        "name": socket.gethostname(),
+        "manager_preferred_connection": info.get("preferred_connection", "by_ip"),
+        "taskvine_uuid": info["uuid"], "protocol": PROTOCOL_VERSION, "ssl": False,
+        "network_interfaces": network_interfaces(), "name": socket.gethostname(),
     }
+    for key, value in info.get("properties", {}).items():
+        record.setdefault(key, value)
     for name in s.__slots__:
-        if name == "bandwidth" or name.startswith(("total_", "committed_", "max_", "min_")):
+        if name in ("bandwidth", "workers_blocked") or name.startswith(
+                ("total_", "committed_", "max_", "min_")):
             continue
         record[name] = getattr(s, name)
     record["workers"] = s.workers_connected
@@ -126,8 +132,50 @@ def _manager(engine: Engine, info: dict) -> list[dict]:
     for kind in ("cores", "memory", "disk", "gpus"):
         record[f"{kind}_inuse"] = getattr(committed, kind)
         record[f"{kind}_total"] = getattr(total, kind)
+    record.update(_task_totals(engine))
     record["categories"] = _categories(engine, info)
     return [record]
+
+
+def _task_totals(engine: Engine) -> dict[str, float | int]:
+    """``tasks_total_*``: the resources declared by the tasks waiting or running (a resource
+    a task leaves unspecified counts 0)."""
+    cores, memory, disk, gpus = 0.0, 0, 0, 0
+    for rec in engine.tasks.records.values():
+        if rec.state == READY or rec.state == RUNNING:
+            t = rec.task
+            cores += max(t._cores, 0)
+            memory += max(t._memory, 0)
+            disk += max(t._disk, 0)
+            gpus += max(t._gpus, 0)
+    return {"tasks_total_cores": cores, "tasks_total_memory": memory,
+            "tasks_total_disk": disk, "tasks_total_gpus": gpus}
+
+
+_FAMILIES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6"}
+
+
+def network_interfaces(families: tuple[int, ...] = (socket.AF_INET,)) -> list[dict]:
+    """The addresses a worker may reach this machine at, for the catalog record: every
+    interface address of ``families`` (the manager listens on IPv4 only) but loopback and
+    link-local ones."""
+    out = []
+    try:
+        interfaces = psutil.net_if_addrs()
+    except OSError:
+        return out
+    for name, addresses in interfaces.items():
+        for a in addresses:
+            if a.family not in families:
+                continue
+            try:
+                ip = ipaddress.ip_address(a.address.split("%")[0])
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_link_local):
+                out.append({"interface": name, "address": a.address,
+                            "family": _FAMILIES[a.family]})
+    return out
 
 
 def _tasks(engine: Engine, info: dict) -> list[dict]:

@@ -1,6 +1,8 @@
-"""``vine_worker [options] HOST PORT``: parse the command line, then connect, serve, repeat.
+"""``vine_worker [options] HOST PORT`` (or ``-M NAME``): parse the command line, then
+connect, serve, repeat.
 
-The worker connects to the first manager address that answers, serves it (``Session``)
+The worker connects to the first manager address that answers (given on the command line,
+or found in the catalog under a project name: ``locate.py``), serves it (``Session``)
 until it is released, told to exit, or the connection is lost, then reconnects with
 exponential back-off (1 s doubling up to ``--max-backoff``; it keeps growing while sessions
 fail quickly, and starts again from 1 s only after a session that lasted ``STABLE_SESSION``
@@ -25,6 +27,7 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -34,10 +37,12 @@ import time
 import traceback
 
 from .. import __version__, transport
+from ..catalog import catalog_hosts
 from ..items import remove_tree
 from . import reaper
 from .cache import Cache
 from .fetcher import Fetcher
+from .locate import ByName, Fixed
 from .log import WorkerLog
 from .resources import Ledger, detect
 from .sandbox import WorkspaceGuard
@@ -47,7 +52,6 @@ from .transfer_server import TransferServer, parse_port_spec
 STABLE_SESSION = 30.0  # seconds: a session this long resets the reconnection back-off
 
 UNSUPPORTED = {
-    "manager_name": "-M/--manager-name (catalog lookup) arrives with a later issue",
     "password": "-P/--password arrives with a later issue",
     "ssl": "--ssl arrives with a later issue",
 }
@@ -55,7 +59,8 @@ UNSUPPORTED = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="vine_worker", description="TaskVine worker (pure Python)")
-    ap.add_argument("address", nargs="*", help="HOST PORT, HOST:PORT, or 'h1:p1;h2:p2'")
+    ap.add_argument("address", nargs="*",
+                    help="HOST PORT, HOST:PORT, or 'h1:p1;h2:p2' (or use -M NAME)")
     ap.add_argument("--cores", type=int, help="cores offered (default: all)")
     ap.add_argument("--memory", type=int, help="memory offered in MB (default: all)")
     ap.add_argument("--disk", type=int, help="disk offered in MB (default: half the free space)")
@@ -78,7 +83,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--direct-io-min", type=int, default=64, metavar="MB",
                     help="receive files of at least this many MB with O_DIRECT, bypassing "
                          "the page cache (0: never; default 64)")
-    ap.add_argument("--manager-name", "--master-name", "-M", "-N", dest="manager_name")
+    ap.add_argument("--manager-name", "--master-name", "-M", "-N", dest="manager_name",
+                    metavar="NAME", help="find the manager in the catalog by project name "
+                    "(a regular expression that must match the whole name)")
+    ap.add_argument("--catalog", "-C", metavar="HOST:PORT[,HOST:PORT]",
+                    help="catalogs to ask with -M (default: $CATALOG_HOST, $CATALOG_PORT, "
+                         "else catalog.cse.nd.edu,backup-catalog.cse.nd.edu)")
+    ap.add_argument("--connection-mode", choices=("by_ip", "by_hostname", "by_apparent_ip"),
+                    help="how to reach a manager found with -M (default: as it prefers)")
+    ap.add_argument("--from-factory", metavar="NAME",
+                    help="the factory that started this worker (told to the manager)")
     ap.add_argument("--password", "-P")
     ap.add_argument("--ssl", action="store_true")
     ap.add_argument("--version", "-v", action="version", version=f"vine_worker {__version__}")
@@ -92,7 +106,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(str(e))
     if unknown:
         sys.stderr.write(f"vine_worker: ignoring unsupported options {' '.join(unknown)}\n")
-    args.managers = managers(args.address, ap)
+    if args.manager_name is not None:
+        if args.address:
+            ap.error("give the manager as HOST PORT or with -M NAME, not both")
+        try:
+            re.compile(args.manager_name)
+            catalog_hosts(args.catalog)
+        except (re.error, ValueError) as e:
+            ap.error(f"-M {args.manager_name!r} / -C {args.catalog!r}: {e}")
+        args.managers = []
+    else:
+        args.managers = managers(args.address, ap)
     return args
 
 
@@ -140,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         workspace=workspace, worker_id="worker-" + hashlib.md5(seed).hexdigest(),
         features=tuple(args.feature), idle_timeout=args.idle_timeout,
         parent_pid=os.getppid() if args.parent_death else 0,
-        end_time=int(time.time() + args.wall_time) if args.wall_time > 0 else 0)
+        end_time=int(time.time() + args.wall_time) if args.wall_time > 0 else 0,
+        factory_name=args.from_factory or "")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"workspace {workspace}; offering {total}")
     cache = Cache(workspace)
@@ -179,13 +204,21 @@ def remove_workspace(workspace: str, cache: Cache) -> None:
             remove_tree(path)
 
 
+def locator(args: argparse.Namespace, log: WorkerLog) -> ByName | Fixed:
+    """Where to look for managers: ``.addresses()`` gives the ones to try now."""
+    if args.manager_name is not None:
+        return ByName(args.manager_name, args.catalog, args.connection_mode, log)
+    return Fixed(args.managers)
+
+
 def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher: Fetcher,
           ledger: Ledger, log: WorkerLog) -> int:
     """Serve managers until told to exit; the worker's exit status."""
     backoff = 1.0
     last_contact = time.monotonic()
+    where = locator(args, log)
     while True:
-        sock = connect(args.managers)
+        sock = connect(where.addresses())
         if sock is None:
             if time.monotonic() - last_contact > args.timeout:
                 log.error(f"no manager for {args.timeout:.0f}s: exiting")
@@ -193,7 +226,7 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher
             if config.parent_pid and os.getppid() != config.parent_pid:
                 log.error("parent process is gone: exiting")
                 return 0
-            log(f"cannot reach {args.managers}; retrying in {backoff:.0f}s")
+            log(f"cannot reach {where}; retrying in {backoff:.0f}s")
             time.sleep(backoff)
             backoff = min(backoff * 2, args.max_backoff)
             continue
@@ -202,7 +235,7 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher
         try:
             outcome = Session(sock, config, cache, fetcher, ledger, log).run()
         except Exception:
-            log.error(f"session with {args.managers} failed:\n{traceback.format_exc()}")
+            log.error(f"session with {where} failed:\n{traceback.format_exc()}")
             sock.close()
             outcome = "broken" if config.guard and config.guard.trouble() else "lost"
         last_contact = time.monotonic()

@@ -77,6 +77,7 @@ class SessionConfig:
     end_time: int = 0
     transfer_port: int = 0  # 0: no transfer server
     guard: WorkspaceGuard | None = None  # whether the workspace is still ours (None: unchecked)
+    factory_name: str = ""  # --from-factory: the factory that started this worker
 
 
 class TaskRun:
@@ -149,8 +150,7 @@ class Session:
         self.spent: list[Sandbox] = []  # no longer needed: recycled once replies are out
         self.ended: str | None = None
         self.last_task_id = 0
-        self.idle_since = time.monotonic()
-        self.idle_reported = False
+        self.idle_since = time.monotonic()  # also when we last asked to leave for idleness
         self.results_announced = False  # ``available_results`` sent, ``send_results`` not yet
         self.next_watch = 0.0
         self.next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
@@ -279,6 +279,8 @@ class Session:
         else:
             self.send(p.Info("transfer_port_bind_failed", "1"))
         self.send(p.Info("worker-end-time", str(c.end_time)))
+        if c.factory_name:
+            self.send(p.Info("from-factory", c.factory_name))
         self.send(p.Alive())
         self.send(self.resources())
 
@@ -307,7 +309,6 @@ class Session:
             self.finish(run, RESULT_INPUT_MISSING, -1)
             return
         self.enqueue(run)
-        self.idle_reported = False
 
     def enqueue(self, run: TaskRun) -> None:
         run.queued = True
@@ -614,9 +615,10 @@ class Session:
             self.next_disk_check = mono + DISK_CHECK_INTERVAL
             self.check_sandboxes()
         c = self.config
-        if c.idle_timeout and not self.tasks and not self.idle_reported \
+        if c.idle_timeout and not self.tasks \
                 and time.monotonic() - self.idle_since > c.idle_timeout:
-            self.idle_reported = True
+            # asked again each period: the manager keeps a worker holding a needed file
+            self.idle_since = time.monotonic()
             self.send(p.Info("idle-disconnect-request", str(int(c.idle_timeout))))
         if c.parent_pid and os.getppid() != c.parent_pid:
             self.end("exit", "parent process is gone")

@@ -1,0 +1,94 @@
+"""Where the worker looks for its manager (protocol.md §2.4).
+
+Either the addresses given on the command line, tried in order, or, with ``-M NAME``, the
+managers a catalog lists under a project name that fully matches the regular expression
+``NAME``. The catalog's list is kept for ``CACHE_SECONDS`` (an empty answer is not kept, so
+a manager that appears is found at the next try); managers with tasks waiting come first,
+the others in random order, each at the addresses its record and the connection mode give.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from ..catalog import CatalogError, catalog_hosts, find_managers, manager_addresses
+
+CACHE_SECONDS = 60.0
+QUERY_TIMEOUT = 10.0  # seconds to wait for one catalog's answer
+
+
+def order(records: list[dict], mode: str | None, rng: random.Random) -> list[tuple[str, int]]:
+    """The addresses to try for ``records``: managers that need workers (tasks waiting) first,
+    in random order within each group, each at its addresses for connection ``mode``."""
+    shuffled = list(records)
+    rng.shuffle(shuffled)
+    shuffled.sort(key=lambda r: not _needs_workers(r))  # stable: random within each group
+    out: list[tuple[str, int]] = []
+    for record in shuffled:
+        try:
+            addresses = manager_addresses(record, mode)
+        except (TypeError, ValueError):  # a record with a port that is not a number
+            continue
+        out.extend(a for a in addresses if a not in out and 0 < a[1] < 65536)
+    return out
+
+
+def _needs_workers(record: dict) -> bool:
+    waiting = record.get("tasks_waiting")
+    return isinstance(waiting, (int, float)) and waiting > 0
+
+
+class ByName:
+    """The managers a catalog lists under a project name (regular expression)."""
+
+    def __init__(self, pattern: str, catalogs: str | None, mode: str | None,
+                 log: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None, find: Callable = find_managers):
+        self.pattern = pattern
+        self.catalogs = catalog_hosts(catalogs)
+        self.mode = mode
+        self._log = log
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._find = find
+        self._records: list[dict] = []
+        self._fetched = float("-inf")
+
+    def __str__(self) -> str:
+        return f"a manager named {self.pattern!r}"
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return order(self._current(), self.mode, self._rng)
+
+    def _current(self) -> list[dict]:
+        now = self._clock()
+        if self._records and now - self._fetched < CACHE_SECONDS:
+            return self._records
+        try:
+            found = self._find(self.pattern, self.catalogs, QUERY_TIMEOUT)
+        except CatalogError as e:
+            self._log(f"catalog lookup of {self.pattern!r} failed: {e}")
+            return self._records  # what it said last, if anything
+        usable = [r for r in found if not r.get("ssl")]
+        if len(usable) < len(found):
+            self._log(f"skipping {len(found) - len(usable)} manager(s) using TLS, which this "
+                      "worker does not speak yet")
+        if not usable:
+            self._log(f"no manager named {self.pattern!r} in the catalog")
+        self._records, self._fetched = usable, now
+        return usable
+
+
+class Fixed:
+    """The addresses given on the command line."""
+
+    def __init__(self, addresses: list[tuple[str, int]]):
+        self._addresses = addresses
+
+    def __str__(self) -> str:
+        return ";".join(f"{h}:{p}" for h, p in self._addresses)
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return self._addresses
