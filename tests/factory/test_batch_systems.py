@@ -57,7 +57,16 @@ def serve_until(m, predicate, timeout):
 
 
 def keeps_n_workers_then_cleans_up(kind, queue, remove_cmd, manager, tmp_path):
-    ours = lambda: [line for line in queue() if "vine-work" in line]  # noqa: E731 - qstat cuts names
+    seen: set[str] = set()  # every job id the factory had (other runs may share the queue)
+
+    def jobs():
+        ids = [j["id"] for j in factory_state(f)["jobs"]]
+        seen.update(ids)
+        return ids
+
+    def listed(ids):
+        return [line for line in queue() if line.split()[0] in ids]
+
     f = vine.Factory(kind, manager_host_port=f"127.0.0.1:{manager.port}",
                      log_file=str(tmp_path / "factory.log"))
     f.min_workers = f.max_workers = 2
@@ -65,18 +74,18 @@ def keeps_n_workers_then_cleans_up(kind, queue, remove_cmd, manager, tmp_path):
     f.scratch_dir = str(tmp_path / "scratch")
     with f:
         serve_until(manager, lambda: manager.stats.workers_connected == 2, timeout=90)
-        assert len(ours()) == 2
+        assert len(listed(jobs())) == 2
         for i in range(6):
             manager.submit(vine.Task(f"echo job $JOB_ID$SLURM_JOB_ID task {i}"))
         done = wait_tasks(manager, 6)
-        assert all(t.successful() and t.output.startswith("job ") for t in done)
-        assert all(t.output.split()[1].isdigit() for t in done)  # ran inside a batch job
-        lost = factory_state(f)["jobs"][0]["id"]
+        assert all(t.successful() for t in done)
+        assert {t.output.split()[1] for t in done} <= seen  # ran inside the factory's jobs
+        lost = jobs()[0]
         subprocess.run([*remove_cmd, lost], check=True, capture_output=True)
-        serve_until(manager, lambda: lost not in {j["id"] for j in factory_state(f)["jobs"]}
+        serve_until(manager, lambda: lost not in jobs()
                     and manager.stats.workers_connected == 2, timeout=90)
-        assert factory_state(f)["jobs"] and len(factory_state(f)["jobs"]) == 2
-    assert ours() == []  # stop() waited until the queue forgot every job
+        assert len(jobs()) == 2 and len(seen) == 3
+    assert listed(seen) == []  # stop() waited until the queue forgot every job
 
 
 def test_slurm_factory(slurm, manager, tmp_path):

@@ -57,15 +57,17 @@ class FactoryDaemon:
         self.last_reading = Reading()
         self.said: dict[str, str] = {}  # what the log said last, per topic: say it once
         self.checked_connections = float("-inf")
-        self.started = clock()
+        self.target_size: int | None = None
         self.cycles = 0
+        self.stop_asked = False  # by a signal during a cycle: acted on when the cycle ends
+        self.sleeping = False
         self.parent = os.getppid()
         self.apply_batch_options()
 
     # ------------------------------------------------------------------ the loop
     def run(self, parent_death: bool = False) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, _raise_stop)
+            signal.signal(sig, self._on_signal)
         self.log(f"{self.name}: {self.batch.name} workers for {self.target}; "
                  f"jobs and logs in {self.workdir}")
         self.write_state()  # started: the Python Factory waits for this
@@ -74,16 +76,25 @@ class FactoryDaemon:
                 if parent_death and os.getppid() != self.parent:
                     self.log("parent process is gone: stopping")
                     break
-                if not self.cycle(self.clock()):
-                    break
+                if not self.cycle(self.clock()) or self.stop_asked:
+                    raise Stop()
+                self.sleeping = True
                 time.sleep(self.interval)
+                self.sleeping = False
         except Stop:
-            self.log("told to stop")
+            self.log("told to stop" if self.stop_asked else "stopping")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
             self.shutdown()
         return 0
+
+    def _on_signal(self, *_: object) -> None:
+        """Stop now if asleep; else once the cycle ends (a job submitted but not yet
+        recorded would be left behind)."""
+        self.stop_asked = True
+        if self.sleeping:
+            raise Stop()
 
     def cycle(self, now: float) -> bool:
         """One look and one change; False when the factory should exit."""
@@ -206,7 +217,7 @@ class FactoryDaemon:
         for the Python ``Factory`` (which waits for the first one)."""
         state = {
             "name": self.name, "pid": os.getpid(), "cycles": self.cycles, "stopped": stopped,
-            "target": getattr(self, "target_size", None),
+            "target": self.target_size,
             "manager": "answering" if self.last_reading.records is not None else
             (self.last_reading.why or "not asked yet"),
             "jobs": [{"id": j.id, "state": j.state, "base": j.base}
@@ -219,10 +230,6 @@ class FactoryDaemon:
             os.replace(path + ".tmp", path)
         except OSError as e:
             self.say("state", f"cannot write {path}: {e}")
-
-
-def _raise_stop(*_: object) -> None:
-    raise Stop()
 
 
 def _stderr_log(text: str) -> None:
