@@ -24,7 +24,8 @@ def worker_job(options: dict[str, Any], batch_name: str, worker: str, address: l
     timeout = options.get("timeout")
     if timeout is None:
         timeout = DEFAULT_TIMEOUT.get(batch_name, 300)
-    if options.get("python_package"):  # the package's own worker first, where it has one
+    package = options.get("python_package") or options.get("python_env")
+    if package:  # the package's own worker first, where it has one
         worker = os.path.basename(worker)
     argv = shlex.split(options.get("wrapper") or "") + [worker]
     for kind in KINDS:
@@ -43,7 +44,7 @@ def worker_job(options: dict[str, Any], batch_name: str, worker: str, address: l
                    memory=options.get("memory"), disk=options.get("disk"),
                    gpus=options.get("gpus"), env=env,
                    batch_options=options.get("batch_options") or "",
-                   python_package=options.get("python_package"))
+                   python_package=package)
 
 
 def worker_binary(name: str | None) -> str:

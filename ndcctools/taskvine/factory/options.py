@@ -4,7 +4,8 @@ configuration file and the Python ``Factory``'s attributes (``max_workers`` ther
 
 *Dynamic* options may change while the factory runs: the Python ``Factory`` rewrites the
 configuration file and the factory re-reads it each cycle. Options that only matter to batch
-types this factory lacks (Amazon, Kubernetes, Mesos, foremen) are accepted and have no effect.
+types this factory lacks (Amazon, Kubernetes, Mesos, foremen) are accepted and have no effect;
+``python_env`` is read as ``python_package`` (a packed environment the workers run in).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ OPTIONS: dict[str, Option] = {
     "capacity": Option(FLAG, False, True),
     "run_factory_as_manager": Option(FLAG, False),
     "runos": Option(TEXT, None),
-    "python_env": Option(TEXT, None),
+    "python_env": Option(TEXT, None, help="the same as --python-package"),
     "wrapper_input": Option(TEXT, None),
     "foremen_name": Option(TEXT, None, True),
     "amazon_config": Option(TEXT, None),

@@ -1,0 +1,52 @@
+"""Drop-in check with a real user of ``Factory``: Parsl's ``TaskVineExecutor`` in its default
+mode (``worker_launch_method='factory'``) on a manager with ``port=0``, which makes Parsl give
+the manager a project name and the factory find it through the catalog (a real
+``catalog_server``). Python and Bash apps must come back with their results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from tests.factory.conftest import BIN
+
+PROGRAM = textwrap.dedent("""
+    import parsl
+    from parsl.config import Config
+    from parsl.executors.taskvine import (TaskVineExecutor, TaskVineFactoryConfig,
+                                          TaskVineManagerConfig)
+
+    @parsl.python_app
+    def square(x):
+        return x * x
+
+    @parsl.bash_app
+    def greet(name, stdout="greeting.txt"):
+        return f"echo hello {name}"
+
+    if __name__ == "__main__":
+        config = Config(run_dir="runinfo", executors=[TaskVineExecutor(
+            label="vine", worker_launch_method="factory",
+            manager_config=TaskVineManagerConfig(port=0),
+            factory_config=TaskVineFactoryConfig(min_workers=1, max_workers=2, cores=1,
+                                                 memory=500, disk=1000))])
+        with parsl.load(config):
+            print("squares", [f.result() for f in [square(i) for i in range(10)]])
+            greet("vine").result()
+            print(open("greeting.txt").read().strip())
+""")
+
+
+def test_parsl_taskvine_executor_with_its_default_factory(catalog, tmp_path):
+    (tmp_path / "program.py").write_text(PROGRAM)
+    env = dict(os.environ, CATALOG_HOST="127.0.0.1", CATALOG_PORT=str(catalog.port),
+               PATH=BIN + os.pathsep + os.environ["PATH"])
+    done = subprocess.run([sys.executable, "program.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert "squares [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in done.stdout
+    assert "hello vine" in done.stdout
+    (record,) = catalog.records("parsl-vine-.*")
+    assert record.get("framework") == "parsl"  # found through the catalog, as Parsl set it
