@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 import ndcctools.taskvine as vine
+from ndcctools.taskvine.factory.daemon import CONNECT_GRACE
 from tests.conftest import wait_tasks, wait_until
 from tests.factory.conftest import BIN, alive, factory_state
 
@@ -286,3 +287,24 @@ def test_workers_run_inside_the_shipped_python_package(manager, tmp_path):
         manager.submit(vine.Task('echo "$FROM_PACKAGE $WORKER_FROM $GREETING"'))
         (t,) = wait_tasks(manager, 1)
     assert t.output == "activated package hello there\n"
+
+
+@pytest.mark.slow
+def test_workers_that_never_connect_are_reported(manager, tmp_path):
+    """The factory reaches the manager but its workers do not (here: a stand-in worker that
+    only says why): the log says so once they have had their grace, quoting a worker."""
+    silent = tmp_path / "silent_worker"
+    silent.write_text("#!/bin/sh\necho 'no route to the manager from this node'\n"
+                      "exec sleep 120\n")
+    silent.chmod(0o755)
+    f = vine.Factory("local", manager=manager, worker_binary=str(silent),
+                     log_file=str(tmp_path / "factory.log"))
+    f.min_workers, f.max_workers = 1, 1
+    log = tmp_path / "factory.log"
+    with f:
+        serve_until(manager, lambda: "none is connected" in log.read_text(),
+                    timeout=CONNECT_GRACE + 15)
+        pids = job_pids(f)
+    text = log.read_text()
+    assert "1 workers have run over" in text and "no route to the manager" in text
+    wait_until(lambda: not any(map(alive, pids)), timeout=15)
