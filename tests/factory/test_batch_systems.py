@@ -8,18 +8,15 @@ Where a scheduler is not installed these tests skip, except when ``VINE_TEST_SYS
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
 import ndcctools.taskvine as vine
 from tests.conftest import wait_tasks, wait_until
-from tests.factory.conftest import BIN, factory_state
+from tests.factory.conftest import doomed_program, factory_state
 
 SYSTEMS = os.path.join(os.path.dirname(__file__), "..", "systems")
 pytestmark = pytest.mark.slow
@@ -101,28 +98,9 @@ def test_sge_factory(sge, manager, tmp_path):
 
 def test_a_killed_program_leaves_no_slurm_job(slurm, tmp_path):
     """The program dies (SIGKILL): its factory sees its parent gone and cancels its jobs."""
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, os, sys
-        sys.path.insert(0, {os.getcwd()!r})
-        import ndcctools.taskvine as vine
-        m = vine.Manager(port=0, run_info_path={str(tmp_path / "runs")!r})
-        f = vine.Factory("slurm", manager=m, log_file={str(tmp_path / "factory.log")!r})
-        f.min_workers = f.max_workers = 2
-        f.cores, f.memory, f.disk = 1, 300, 300
-        f.start()
-        while m.stats.workers_connected < 2:
-            m.wait(0.1)
-        state = json.load(open(os.path.join(f._dir, "state.json")))
-        print(json.dumps([j["id"] for j in state["jobs"]]), flush=True)
-        while True:
-            m.wait(1)
-    """))
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
-    prog = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env,
-                            cwd=tmp_path)
+    prog, started = doomed_program(tmp_path, "slurm")
     try:
-        ids = json.loads(prog.stdout.readline())
+        ids = started["jobs"]
         assert len(ids) == 2 and set(ids) <= {line.split()[0] for line in slurm()}
     finally:
         prog.kill()

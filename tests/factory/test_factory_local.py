@@ -10,15 +10,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
 import ndcctools.taskvine as vine
 from ndcctools.taskvine.factory.daemon import CONNECT_GRACE
 from tests.conftest import wait_tasks, wait_until
-from tests.factory.conftest import BIN, alive, factory_state
+from tests.factory.conftest import BIN, alive, doomed_program, factory_state
 
 
 def serve_until(m, predicate, timeout=30.0):
@@ -81,28 +79,9 @@ def test_stop_and_an_exception_in_the_body_remove_every_worker(manager, tmp_path
 
 
 def test_a_killed_program_leaves_no_factory_and_no_workers(tmp_path):
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, os, sys, time
-        sys.path.insert(0, {os.getcwd()!r})
-        import ndcctools.taskvine as vine
-        m = vine.Manager(port=0, run_info_path={str(tmp_path / "runs")!r})
-        f = vine.Factory("local", manager=m, log_file={str(tmp_path / "factory.log")!r})
-        f.min_workers = f.max_workers = 2
-        f.cores = 1
-        f.start()
-        while m.stats.workers_connected < 2:
-            m.wait(0.1)
-        state = json.load(open(os.path.join(f._dir, "state.json")))
-        print(json.dumps([f._proc.pid] + [int(j["id"]) for j in state["jobs"]]), flush=True)
-        while True:
-            m.wait(1)
-    """))
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ["PATH"])
-    prog = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env,
-                            cwd=tmp_path)
+    prog, started = doomed_program(tmp_path, "local")
     try:
-        pids = json.loads(prog.stdout.readline())
+        pids = [started["factory"]] + [int(i) for i in started["jobs"]]
         assert len(pids) == 3 and all(map(alive, pids))
     finally:
         prog.kill()
