@@ -217,7 +217,9 @@ def run_call(fn: Callable | None, call: Call) -> bytes:
                 event = cloudpickle.load(f)
         else:
             event = cloudpickle.loads(call.args)
-        value = fn(*event.get("fn_args", ()), **event.get("fn_kwargs", {}))
+        args = [a.load(call.sandbox) if hasattr(a, "load") and type(a).__name__ == "FutureArg"
+                else a for a in event.get("fn_args", ())]  # futures (ndcctools futures.py)
+        value = fn(*args, **event.get("fn_kwargs", {}))
         return cloudpickle.dumps({"Result": value, "Success": True, "Reason": None})
     except BaseException:
         return cloudpickle.dumps({"Result": None, "Success": False,

@@ -41,6 +41,7 @@ from .python_task import wrapper_source
 from .resources import Resources
 from .serverless import EXEC_MODES, LibraryTask, library_files
 from .task import Task
+from .task_cache import TaskCache
 from .transport import bind_listener
 from .utils import port_range_from_environment
 
@@ -110,6 +111,8 @@ def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging:
 
 class Manager:
     """A TaskVine manager: declare files, submit tasks, wait for them."""
+
+    _tasks_cache: TaskCache | None = None  # set by enable_tasks_cache
 
     def __init__(self, port: int | Sequence[int] = cvine.VINE_DEFAULT_PORT, name: str | None = None,
                  shutdown: bool = False, run_info_path: str | None = "vine-run-info",
@@ -227,6 +230,9 @@ class Manager:
         rec = task._record
         if rec is not None and rec.state != DONE:
             raise ValueError("invalid task description: this task is already submitted")
+        cache = self._tasks_cache
+        if cache is not None and (hit := cache.lookup(task)) is not None:
+            return hit.id  # a uuid: the cached result is queued for wait()
         task._manager = self
         task.submit_finalize()
         for mount in (*task._inputs, *task._outputs):
@@ -235,20 +241,41 @@ class Manager:
                                  "another manager")
         rec = self._engine.submit(task)
         task._record = rec
+        if cache is not None:
+            cache.submitted(task, rec.task_id)
         return rec.task_id
 
     def wait(self, timeout: Any = "wait_forever") -> Task | None:
         """Serve workers until a task finishes (returned) or ``timeout`` s pass (None)."""
+        if self._tasks_cache is not None:
+            return self._tasks_cache.wait(_timeout(timeout), None, -1)
         return self._engine.wait(_timeout(timeout))
 
     def wait_for_tag(self, tag: str | None, timeout: Any = "wait_forever") -> Task | None:
+        if self._tasks_cache is not None:
+            return self._tasks_cache.wait(_timeout(timeout), tag, -1)
         return self._engine.wait(_timeout(timeout), tag=tag)
 
-    def wait_for_task_id(self, task_id: int, timeout: Any = "wait_forever") -> Task | None:
+    def wait_for_task_id(self, task_id: int | str, timeout: Any = "wait_forever") -> Task | None:
+        """Wait for task ``task_id`` (or for the cache hit whose uuid ``submit`` returned)."""
+        if self._tasks_cache is not None:
+            wanted = task_id if isinstance(task_id, str) and "-" in task_id else int(task_id)
+            return self._tasks_cache.wait(_timeout(timeout), None, wanted)
         return self._engine.wait(_timeout(timeout), task_id=int(task_id))
 
     def empty(self) -> bool:
-        return not self._engine.tasks.records
+        if self._engine.tasks.records:
+            return False
+        return self._tasks_cache is None or not self._tasks_cache.hits
+
+    def enable_tasks_cache(self, cache_dir: str = "vine-cache-outputs",
+                           log_file: str = "vine-cache.txlog") -> None:
+        """Remember the results of tasks that succeed, in ``cache_dir`` and ``log_file``, and
+        from now on answer a task identical to a remembered one (same command or function and
+        arguments, same input contents, same environment) from them, without running it:
+        ``submit`` then returns a uuid and ``wait`` a stand-in for the finished task. The log
+        of earlier runs is read now. Temps declared from now on are files in ``cache_dir``."""
+        self._tasks_cache = TaskCache(self, self._engine, self._debug, cache_dir, log_file)
 
     def hungry(self) -> int:
         e = self._engine
@@ -396,6 +423,9 @@ class Manager:
 
     def declare_temp(self) -> File:
         """A file that lives only on workers: output of one task, input of later ones."""
+        if self._tasks_cache is not None:  # brought back, so that it can be cached
+            return self.declare_file(self._tasks_cache.temp_path(), cache=True,
+                                     unlink_when_done=True)
         if not self._engine.delivery.peer_transfers:  # nothing could move it: go through here
             path = os.path.join(self._info.staging, "temp", cachenames.random_name("temp"))
             os.makedirs(os.path.dirname(path), exist_ok=True)

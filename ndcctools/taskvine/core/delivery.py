@@ -145,11 +145,13 @@ class Delivery:
         """Whether workers may copy ``f`` from each other."""
         return self.peer_transfers and f._level > 0 and not f._flags & cvine.VINE_PEER_NOSHARE
 
-    def _peer_source(self, f: File, dest: WorkerRecord) -> WorkerRecord | None:
-        """The least busy worker with a ready replica that may serve ``dest`` now."""
+    def _peer_source(self, f: File, dest: WorkerRecord,
+                     limited: bool = True) -> WorkerRecord | None:
+        """The least busy worker with a ready replica that may serve ``dest`` now (within
+        ``worker-source-max-transfers`` unless ``limited`` is False)."""
         if not self._shareable(f):
             return None
-        limit = self.tuning.worker_source_max_transfers
+        limit = self.tuning.worker_source_max_transfers if limited else float("inf")
         best, best_load = None, limit
         for w in self.replicas.holders(f._cachename):
             if w is dest or not w.transfer_port or w.conn.closed:
@@ -190,6 +192,10 @@ class Delivery:
         if name in w.cache:
             return
         source = self._peer_source(file, w)
+        if source is None and file._type == cvine.VINE_TEMP:
+            # can_deliver checked each input alone: the task's own earlier inputs may have
+            # filled the sources' transfer slots since; a temp has no other way to get there
+            source = self._peer_source(file, w, limited=False)
         if source is not None:
             tid = self.transfers.start(source, w, name, source.cache.get(name, 0) or len(file))
             url = f"workerip://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"
@@ -197,7 +203,7 @@ class Delivery:
             w.cache[name] = 0
             return
         if file._type == cvine.VINE_TEMP:
-            return  # unreachable: _can_deliver said a peer has it
+            return  # unreachable: can_deliver said a peer has it
         if file._type == cvine.VINE_MINI_TASK:
             recipe = file._minitask
             for mount in recipe._inputs:

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from .txnlog import TransactionLog
 
 RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EXHAUSTION}
+_WAKER = object()  # selector data of the waker socket (make_waker)
 FORSAKEN_STREAK_MAX = 10  # a worker that forsakes this many tasks in a row is dropped
 NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
@@ -89,6 +90,8 @@ class Engine:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
         self.periodic: Callable[[], None] | None = None  # the facade's timer (catalog updates)
+        self._waker: tuple[socket.socket, socket.socket] | None = None  # see make_waker
+        self._woken = False
         self._to_flush: set[Connection] = set()
         self.delivery = Delivery(self.workers, self.tasks, tuning, debug, txn, self.counters,
                                  self._send, self._send_raw, self._drop_replica, self._wake)
@@ -129,6 +132,9 @@ class Engine:
                 return None
             self._cycle(max(0.0, min(left, 1.0)) if in_flight else 0.0)
             cycled = True
+            if self._woken:
+                self._woken = False
+                return None
 
     def _hand_back(self, rec: TaskRecord) -> Task:
         self.tasks.hand_back(rec)
@@ -182,20 +188,53 @@ class Engine:
     def fetch(self, file: File, timeout: float = 60.0) -> bytes | None:
         """Bring the contents of a file that lives only on workers back into ``file._data``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            holders = [w for w in self.replicas.holders(file._cachename) if not w.conn.closed]
-            if not holders:
-                return None
-            w = holders[0]
-            outcome: list[bool] = []
-            probe = SimpleNamespace(output_missing=False)
-            w.conn.replies.append(BufferReply(probe, file, lambda _r, ok, o=outcome: o.append(ok)))
-            self._send(w, p.GetFile(file._cachename))
-            while not outcome and time.monotonic() < deadline:
-                self._cycle(min(0.1, max(0.0, deadline - time.monotonic())))
-            if outcome and outcome[0]:
-                return None if probe.output_missing else file._data
-        return None
+        outcome: list[bytes | None] = []
+        if not self.fetch_async(file, outcome.append):
+            return None
+        while not outcome and time.monotonic() < deadline:
+            self._cycle(min(0.1, max(0.0, deadline - time.monotonic())))
+        return outcome[0] if outcome else None
+
+    def fetch_async(self, file: File, done: Callable[[bytes | None], None]) -> bool:
+        """Ask a worker holding ``file`` for its contents; ``done(data)`` is called from a
+        later cycle, with None if it could not be had (a holder that is lost meanwhile is
+        replaced by another). False (and no call) if no worker holds it now."""
+        holders = [w for w in self.replicas.holders(file._cachename) if not w.conn.closed]
+        if not holders:
+            return False
+        w = holders[0]
+        probe = SimpleNamespace(output_missing=False)
+
+        def arrived(_rec: Any, ok: bool) -> None:
+            if ok and not probe.output_missing:
+                done(file._data)
+            elif ok or not self.fetch_async(file, done):
+                done(None)
+        w.conn.replies.append(BufferReply(probe, file, arrived))
+        self._send(w, p.GetFile(file._cachename))
+        return True
+
+    def run_once(self, timeout: float) -> None:
+        """One cycle of the loop (I/O for fetches and transfers, with no task waited for)."""
+        self._cycle(timeout)
+
+    def make_waker(self) -> Callable[[], None]:
+        """A function any thread may call to make the engine's current (or next) ``wait``
+        return None at once: for a thread that drives the engine while others hand it work."""
+        if self._waker is None:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self.sel.register(reader, selectors.EVENT_READ, _WAKER)
+            self._waker = (reader, writer)
+        writer = self._waker[1]
+
+        def wake() -> None:
+            try:
+                writer.send(b"w")
+            except OSError:  # full (a wake is pending anyway) or closed
+                pass
+        return wake
 
     def shutdown_workers(self, n: int) -> int:
         """Tell ``n`` workers (0 = all), idle ones first, to exit."""
@@ -220,6 +259,9 @@ class Engine:
             if key.data is None:
                 self._accept()
                 continue
+            if key.data is _WAKER:
+                self._drain_waker()
+                continue
             conn = key.data
             if mask & selectors.EVENT_WRITE:
                 self._to_flush.add(conn)
@@ -232,6 +274,14 @@ class Engine:
         if now >= self._next_timers:
             self._next_timers = now + 1.0
             self._timers()
+
+    def _drain_waker(self) -> None:
+        try:
+            while self._waker[0].recv(4096):
+                pass
+        except OSError:
+            pass
+        self._woken = True
 
     def _accept(self) -> None:
         for sock, addr in self.listener.accept(int(self.tuning.max_new_workers) or 10):
@@ -977,6 +1027,9 @@ class Engine:
         for conn in list(self.workers) + list(self.status_conns):
             conn.close()
         self.workers.clear()
+        if self._waker is not None:
+            for sock in self._waker:
+                sock.close()
         self.sel.close()
         self.listener.close()
 

@@ -1,0 +1,1 @@
+"""DaskVine and DaskVineDag."""
