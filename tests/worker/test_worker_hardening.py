@@ -71,10 +71,12 @@ def test_a_worker_restarted_on_a_killed_workers_workspace_runs_every_task(manage
     hold = vine.Task("sleep 300")
     hold.set_cores(1)
     m.submit(hold)
-    wait_until(lambda: m.wait(0) is None and any(ws.glob("task.*")))
+    # killed once its sandbox pool has spares ready: what made the next worker crash
+    wait_until(lambda: m.wait(0) is None and any(ws.glob("task.*"))
+               and any((ws / "trash").glob("spare.*")))
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
-    assert any((ws / "trash").glob("spare.*"))  # what made the next worker crash
+    assert any((ws / "trash").glob("spare.*"))
     m.cancel_by_task_id(hold.id)
     wait_tasks(m, 1)
     # more leftovers, in the way of the sandboxes of the next tasks

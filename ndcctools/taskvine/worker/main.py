@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workspace = os.path.abspath(args.workspace or default_workspace())
     os.makedirs(workspace, exist_ok=True)
+    if not reaper.wait_for_previous(workspace):
+        sys.stderr.write(f"vine_worker: another worker's reaper is still at work in "
+                         f"{workspace}; going on\n")
     clear_workspace(workspace)
     log = WorkerLog(bool(args.debug), args.debug_file)
     transport.DIRECT_MIN = args.direct_io_min << 20 if args.direct_io_min > 0 else None

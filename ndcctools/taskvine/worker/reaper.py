@@ -35,6 +35,7 @@ module names could shadow the standard library's, is not on its path).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -44,6 +45,7 @@ import time
 
 RECORD = struct.Struct("=i")
 READ_PAUSE = 0.2  # seconds the reaper sleeps after each read (records wait in the pipe)
+LOCK_NAME = ".reaper-lock"  # in the workspace: shared-locked by a reaper while it lives
 SANDBOX = re.compile(r"(?:task|func|libr|mini)\.\d+|trash")  # a sandbox's top directory
 
 
@@ -141,6 +143,28 @@ def start(workspace: str) -> Reaper | None:
     return _current
 
 
+def wait_for_previous(workspace: str, patience: float = 30.0) -> bool:
+    """Wait until no reaper of an earlier worker on ``workspace`` is still at work (a worker
+    killed just before: its reaper kills whatever runs in the sandboxes, which would soon
+    be ours). False if one still was after ``patience`` seconds."""
+    try:
+        fd = os.open(os.path.join(workspace, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return True
+    deadline = time.monotonic() + patience
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+    finally:
+        os.close(fd)
+
+
 def stop() -> None:
     global _current
     if _current is not None:
@@ -164,6 +188,11 @@ def forget(pgid: int) -> None:
 def serve(fd: int, workspace: str) -> None:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
+    try:  # held until this process ends: a worker started on this workspace waits for it
+        fcntl.flock(os.open(os.path.join(workspace, LOCK_NAME), os.O_RDWR | os.O_CREAT,
+                            0o600), fcntl.LOCK_SH)
+    except OSError:
+        pass
     own = os.getpgrp()
     groups: set[int] = set()
     buffer = bytearray()
