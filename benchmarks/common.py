@@ -2,6 +2,7 @@
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -10,6 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import ndcctools.taskvine as vine
+
+
+def cpu() -> float:
+    """CPU seconds (user + system) this process has used so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def start_workers(m: vine.Manager, work: str, n: int = 1) -> list[subprocess.Popen]:

@@ -9,19 +9,13 @@ Prints one JSON line per result. Usage: ``python benchmarks/core_throughput.py [
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 
-from common import round_trips, start_workers, stop_workers
+from common import cpu, round_trips, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:

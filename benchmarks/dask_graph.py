@@ -18,22 +18,16 @@ one JSON line per run. Usage: ``python benchmarks/dask_graph.py [--tasks 10000]
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 
 import dask
 import dask.array as da
-from common import start_workers, stop_workers
+from common import cpu, start_workers, stop_workers
 from dask._task_spec import Task
 
 from ndcctools.taskvine.dask_executor import DaskVine
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def graph(tasks: int):

@@ -9,22 +9,16 @@ worker). One JSON line per result. Usage: ``python benchmarks/futures.py [--n 20
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 
-from common import start_workers, stop_workers
+from common import cpu, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
 
 def inc(x):
     return x + 1
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main() -> int:

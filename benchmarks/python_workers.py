@@ -11,23 +11,17 @@ Usage: ``python benchmarks/python_workers.py [--tasks 2000] [--calls 20000] [--r
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 
-from common import round_trips, start_workers, stop_workers
+from common import cpu, round_trips, start_workers, stop_workers
 
 import ndcctools.taskvine as vine
 
 
 def inc(x: int) -> int:
     return x + 1
-
-
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def run_all(m: vine.Manager, tasks: list, label: str, **extra) -> None:

@@ -39,6 +39,15 @@ except ImportError:  # no dask, or one before 2024.12: only the bookkeeping (Gra
     MODERN_DASK = False
 
 
+def hashable(s: Any) -> bool:
+    """Whether ``s`` can be a dict key (a graph key, say)."""
+    try:
+        hash(s)
+    except TypeError:
+        return False
+    return True
+
+
 class DaskVineNoResult(Exception):
     """The key has no result yet."""
 
@@ -196,13 +205,7 @@ class GraphBook:
                 DaskVineDag.keyp(x) or isinstance(x, int) for x in s[1:])
         return isinstance(s, (str, bytes, int, float))
 
-    @staticmethod
-    def hashable(s: Any) -> bool:
-        try:
-            hash(s)
-        except TypeError:
-            return False
-        return True
+    hashable = staticmethod(hashable)  # the module function, also used by compat
 
 
 class DaskVineDag(GraphBook):

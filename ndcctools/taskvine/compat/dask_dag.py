@@ -13,19 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from ..dask_dag import GraphBook
+from ..dask_dag import GraphBook, hashable
 
 
 def istask(x: Any) -> bool:
     return type(x) is tuple and bool(x) and callable(x[0])
-
-
-def _hashable(x: Any) -> bool:
-    try:
-        hash(x)
-    except TypeError:
-        return False
-    return True
 
 
 def evaluate(arg: Any, values: Mapping) -> Any:
@@ -35,7 +27,7 @@ def evaluate(arg: Any, values: Mapping) -> Any:
         return func(*(evaluate(a, values) for a in args))
     if isinstance(arg, list):
         return [evaluate(a, values) for a in arg]
-    if _hashable(arg) and arg in values:
+    if hashable(arg) and arg in values:
         return values[arg]
     return arg
 
@@ -47,7 +39,7 @@ def _keys_in(arg: Any, keys: Mapping | set, found: set) -> set:
     elif isinstance(arg, list):
         for a in arg:
             _keys_in(a, keys, found)
-    elif _hashable(arg) and arg in keys:
+    elif hashable(arg) and arg in keys:
         found.add(arg)
     return found
 
@@ -119,7 +111,7 @@ class DaskVineDag(GraphBook):
 
 
 def _node(key: Hashable, value: Any, dsk: dict) -> Any:
-    if _hashable(value) and value in dsk and value != key and not istask(value):
+    if hashable(value) and value in dsk and value != key and not istask(value):
         return Alias(key, value)
     deps = frozenset(_keys_in(value, dsk, set()) - {key})
     if istask(value) or deps:

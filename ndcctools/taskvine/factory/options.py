@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-FLAG, INT, FLOAT, TEXT, LIST = "flag", "int", "float", "text", "list"
+FLAG, INT, TEXT, LIST = "flag", "int", "text", "list"
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,6 @@ def convert(name: str, value: Any) -> Any:
     try:
         if kind == INT:
             return int(value)
-        if kind == FLOAT:
-            return float(value)
         if kind == FLAG:
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true",
                                                                                    "yes")
