@@ -5,8 +5,9 @@ chunks of 10 elements, as many chunks as make about ``--tasks`` tasks after dask
 optimisation. It runs through:
 
 * ``DaskVine`` in ``function-calls`` mode (one worker of 2 cores, one library of 2 slots);
-* ``DaskVine`` in ``tasks`` mode (same worker; a PythonTask per node, each of which imports
-  dask and numpy in a new process: give it fewer tasks with ``--tasks-mode-tasks``);
+* ``DaskVine`` in ``tasks`` mode (same worker; a PythonTask per node, forked from the
+  worker's fork server, which imports dask and numpy once the first tasks name them; give
+  it fewer tasks with ``--tasks-mode-tasks``);
 * ``distributed.LocalCluster`` with 2 single-threaded worker processes (same cores).
 
 Each run is timed from ``dask.compute`` to its result (workers already connected and warm:

@@ -38,6 +38,7 @@ from . import cvine
 from .dask_dag import DaskVineDag, DaskVineNoResult, daskvine_merge
 from .file import File
 from .manager import Manager
+from .progress import Progress
 from .python_task import PythonTask
 from .serverless import FunctionCall, LibraryTask
 
@@ -383,7 +384,7 @@ class _GraphRun:
         self.category_times: dict[str, list[float]] = {}
         self.order = itertools.count()
         self.categories_set: set[str] = set()
-        self.progress: _Progress | None = None
+        self.progress: Progress | None = None
         self.keep: set = set()  # keys whose results come back here
 
     def payload(self, key: Hashable) -> bytes:
@@ -410,11 +411,11 @@ class _GraphRun:
         flat = list(_flatten(keys))
         targets = dict.fromkeys(flat)
         self.keep = set(self._through_aliases(targets))
-        self.progress = _Progress.start(self.opts.progress, self.opts.progress_label)
+        self.progress = Progress.start(self.opts.progress_label) if self.opts.progress else None
         try:
             ready = self.dag.set_targets(targets)
             if self.progress:
-                self.progress.total(self.dag.left_to_compute())
+                self.progress.set_total(self.dag.left_to_compute())
             self._ready(ready)
             while self.dag.left_to_compute():
                 if self.libraries is not None:
@@ -621,33 +622,3 @@ def _flatten(keys: Any):
             yield from _flatten(k)
     else:
         yield keys
-
-
-class _Progress:
-    """A ``rich`` progress bar on the terminal or in Jupyter (nothing without rich)."""
-
-    def __init__(self, bar: Any, task_id: Any):
-        self.bar, self.task_id = bar, task_id
-        self.last = 0.0
-
-    @classmethod
-    def start(cls, enabled: bool, label: str) -> _Progress | None:
-        if not enabled:
-            return None
-        try:
-            from rich.progress import Progress
-        except ImportError:
-            return None
-        bar = Progress(transient=False)
-        bar.start()
-        return cls(bar, bar.add_task(label, total=None))
-
-    def total(self, n: int) -> None:
-        self.bar.update(self.task_id, total=n)
-
-    def advance(self, n: int) -> None:
-        self.bar.advance(self.task_id, n)
-
-    def stop(self) -> None:
-        self.bar.stop()
-

@@ -23,6 +23,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION
@@ -33,6 +34,7 @@ import cloudpickle
 from . import _future_runner as runner
 from .factory import Factory
 from .manager import Manager
+from .progress import Progress
 from .python_task import PythonTask
 from .serverless import FunctionCall, FunctionCallNoResult
 
@@ -150,7 +152,7 @@ class FutureFunctionCall(_FutureTask, FunctionCall):
 class _Driver(threading.Thread):
     """The one thread that uses the executor's manager."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, progress: Progress | None = None) -> None:
         super().__init__(name="vine-futures", daemon=True)
         self.m, self.engine = manager, manager._engine
         self.inbox: collections.deque[Callable[[], None]] = collections.deque()
@@ -159,6 +161,7 @@ class _Driver(threading.Thread):
         self.pending: dict[int, VineFuture] = {}  # task id -> future
         self.fetching = 0
         self.stopping = False
+        self.progress = progress  # futures submitted vs done, drawn by rich
 
     def post(self, job: Callable[[], None]) -> None:
         self.inbox.append(job)
@@ -180,6 +183,13 @@ class _Driver(threading.Thread):
         return box.result()
 
     def run(self) -> None:
+        try:
+            self.serve()
+        finally:
+            if self.progress is not None:
+                self.progress.stop()
+
+    def serve(self) -> None:
         while True:
             while self.inbox:
                 self.inbox.popleft()()
@@ -198,19 +208,23 @@ class _Driver(threading.Thread):
     def submit(self, future: VineFuture) -> None:
         if future.cancelled():
             return
+        self.count(grow=1)
         try:
             task_id = self.m.submit(future.task)
         except Exception as e:  # noqa: BLE001 - the future says what went wrong
             future.set_exception(e)
+            self.count(done=1)
             return
         self.pending[task_id] = future
 
     def completed(self, task: Any) -> None:
         future = self.pending.pop(task.id, None)
-        if future is None or future.cancelled():
+        if future is None:
             return
-        if not task.successful():
+        if not future.cancelled() and not task.successful():
             future.set_exception(TaskFailed(task))
+        if future.done():  # failed, or cancelled meanwhile
+            self.count(done=1)
             return
         self.fetching += 1
         if not self.engine.fetch_async(task.output_file, lambda d: self.resolve(future, d)):
@@ -218,6 +232,7 @@ class _Driver(threading.Thread):
 
     def resolve(self, future: VineFuture, data: bytes | None) -> None:
         self.fetching -= 1
+        self.count(done=1)
         if future.done():
             return
         if data is None:
@@ -235,6 +250,17 @@ class _Driver(threading.Thread):
         task_id = future.task.id if future.task._record is not None else None
         if task_id is not None and self.pending.pop(task_id, None) is not None:
             self.m.cancel_by_task_id(task_id)
+            self.count(done=1)
+
+    def count(self, grow: int = 0, done: int = 0) -> None:
+        """Futures submitted (``grow``) and done, for the progress bar. Every future
+        submitted is counted done once: when its submission fails, when it leaves
+        ``pending`` failed or cancelled, or when its value is fetched."""
+        if self.progress is not None:
+            if grow:
+                self.progress.grow(grow)
+            if done:
+                self.progress.advance(done)
 
 
 class FuturesExecutor(concurrent.futures.Executor):
@@ -245,13 +271,19 @@ class FuturesExecutor(concurrent.futures.Executor):
     (``{"min-workers": 1, ...}``). ``task_mode="function-calls"`` (ours; upstream has only
     tasks) runs ``submit(fn, ...)`` as calls into a library of the executor's own, kept warm
     on each worker like a ``ProcessPoolExecutor``'s processes: many times faster for small
-    functions, but calls share that process (its imports, globals and memory)."""
+    functions, but calls share that process (its imports, globals and memory).
+
+    ``progress`` (ours) shows a bar of the futures submitted and done, on the terminal or in
+    Jupyter, until ``shutdown``: ``True`` for rich's own console, or a
+    ``rich.console.Console`` to draw it there. It needs ``rich`` (``pip install rich``):
+    without it the executor warns and runs without a bar."""
 
     def __init__(self, port: Any = 9123, batch_type: str = "local", manager: Any = None,
                  manager_host_port: str | None = None, manager_name: str | None = None,
                  factory_binary: str | None = None, worker_binary: str | None = None,
                  log_file: str = os.devnull, factory: bool = True,
-                 opts: dict | None = None, task_mode: str = "tasks") -> None:
+                 opts: dict | None = None, task_mode: str = "tasks",
+                 progress: Any = False) -> None:
         if task_mode not in TASK_MODES:
             raise ValueError(f"task_mode must be one of {', '.join(TASK_MODES)}, not "
                              f"{task_mode!r}")
@@ -261,7 +293,7 @@ class FuturesExecutor(concurrent.futures.Executor):
         self.manager = Manager(port=port, name=manager_name)
         self.port = self.manager.port
         self.factory: Factory | None = None
-        self._driver = _Driver(self.manager)
+        self._driver = _Driver(self.manager, _progress(progress))
         self._driver.start()
         self._shut = False
         if factory:
@@ -403,6 +435,17 @@ def _unwrap(value: Any) -> tuple[bool, Any]:
         value.exception.add_note(f"raised on the worker:\n{value.text}")
         return False, value.exception
     return True, value
+
+
+def _progress(progress: Any) -> Progress | None:
+    """The bar asked for: none, on rich's console (True), or on the console given."""
+    if progress is False or progress is None:
+        return None
+    bar = Progress.start("futures", None if progress is True else progress)
+    if bar is None:
+        warnings.warn("FuturesExecutor(progress=...) needs rich (pip install rich): "
+                      "running without a progress bar", stacklevel=3)
+    return bar
 
 
 def _seconds(timeout: Any) -> float | None:

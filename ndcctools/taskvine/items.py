@@ -22,6 +22,7 @@ directory, content cut short) raises ``RemoteProtocolError``.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -139,6 +140,20 @@ _DISCARD = -2  # ``ItemReceiver._fd`` while following a file that cannot be writ
 _MEMORY = -3  # ``ItemReceiver._fd`` while collecting a top-level file in ``content``
 
 
+ROOM_CHECK_MIN = 16 << 20  # files this large are checked against the free disk first
+
+
+def _room_for(path: str, size: int) -> bool:
+    """Whether the file system of ``path`` has ``size`` bytes free (small sizes: assumed)."""
+    if size < ROOM_CHECK_MIN:
+        return True
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except OSError:
+        return True  # the open that follows says what is wrong
+    return size <= st.f_bavail * st.f_frsize
+
+
 class ItemReceiver:
     """Writes one top-level item, fed event by event, at ``dest``.
 
@@ -200,6 +215,10 @@ class ItemReceiver:
         if not self._dirs and ev.size <= self.memory_max:
             self.content = bytearray()
             self._fd = _MEMORY
+        elif self.write_error is None and not _room_for(path, ev.size):
+            self._refuse(OSError(errno.ENOSPC, f"{ev.size} bytes announced for {ev.name!r}, "
+                                 "more than the free disk"))
+            self._fd = _DISCARD
         elif self.write_error is None:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
                                (ev.mode & 0o777) or 0o644)

@@ -12,7 +12,9 @@ workers (or tells them to exit, with ``shutdown=True``).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import ssl
 import time
 import uuid
 import warnings
@@ -23,12 +25,14 @@ from typing import Any
 import cloudpickle
 
 from . import cvine, functional
-from .core import cachenames
+from .core import cachenames, runinfo
 from .core.catalog_reporter import CatalogReporter, Sender
+from .core.categories import CategoryStats
 from .core.debuglog import DebugLog
 from .core.engine import Engine
 from .core.hungry import hungry as compute_hungry
 from .core.runinfo import create_run_info
+from .core.scheduling import parse_scheduler
 from .core.status import ALIASES as STATUS_KINDS
 from .core.status import Stats, report, snapshot, to_json
 from .core.taskgraph import TaskGraphLog
@@ -39,6 +43,7 @@ from .file import File, cache_level
 from .items import remove_tree
 from .python_task import wrapper_source
 from .resources import Resources
+from .security import make_self_signed, read_password_file, server_context
 from .serverless import EXEC_MODES, LibraryTask, library_files
 from .task import Task
 from .task_cache import TaskCache
@@ -85,6 +90,36 @@ def _port_range(port: Any) -> int | tuple[int, int]:
     return wanted
 
 
+_XROOTD_SCHEMES = ("root://", "roots://", "xroot://", "xroots://")
+
+
+def _text_arg(value: Any, method: str, name: str) -> str:
+    """``value`` if it is a non-empty str, else a TypeError/ValueError naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{method}() takes {name} as a str, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{method}(): {name} is empty")
+    return value
+
+
+def _file_arg(value: Any, method: str, name: str, paths: bool = False) -> Any:
+    """``value`` if it is None or a File (or, with ``paths``, a path str)."""
+    if value is None or isinstance(value, File) or paths and isinstance(value, str):
+        return value
+    kinds = "a File, a path or None" if paths else "a File or None"
+    raise TypeError(f"{method}() takes {name} as {kinds}, not {type(value).__name__}")
+
+
+def _default_x509_proxy() -> str | None:
+    """The user's X.509 proxy where grid tools look for it: ``$X509_USER_PROXY``, then
+    ``$TMPDIR/x509up_u<uid>`` (``/tmp`` by default); None if neither exists."""
+    tmp = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"x509up_u{os.getuid()}")
+    for path in (os.environ.get("X509_USER_PROXY"), tmp):
+        if path and os.path.isfile(path):
+            return path
+    return None
+
+
 def _weak(method: Callable, default: Any = None) -> Callable:
     """``method`` called through a weak reference (``default`` once its object is gone): the
     engine must not keep its Manager alive, since the Manager's finalizer holds the engine."""
@@ -115,12 +150,10 @@ class Manager:
     _tasks_cache: TaskCache | None = None  # set by enable_tasks_cache
 
     def __init__(self, port: int | Sequence[int] = cvine.VINE_DEFAULT_PORT, name: str | None = None,
-                 shutdown: bool = False, run_info_path: str | None = "vine-run-info",
+                 shutdown: bool = False, run_info_path: str | None = None,
                  run_info_template: str | None = None, staging_path: str | None = None,
                  ssl: Any = None, init_fn: Any = None, status_display_interval: Any = None,
                  prometheus_port: int | None = None):
-        if ssl not in (None, False, (None, None)):
-            raise NotImplementedError("TLS arrives with a later issue")
         if prometheus_port is not None:
             raise NotImplementedError("Prometheus metrics arrive with a later issue")
         wanted = _port_range(port)
@@ -137,6 +170,12 @@ class Manager:
         self._tuning = Tuning()
         graph = TaskGraphLog(os.path.join(self._info.logs, "taskgraph"))
         self._engine = Engine(listener, self._tuning, self._debug, self._txn, graph)
+        self._tls, self._ssl_files = _tls_context(ssl, self._info.runtime)
+        self._password: bytes | None = None
+        self._engine.secure(self._tls, None)
+        if self._tls is not None:
+            self._debug.write("vine", f"TLS on: key {self._ssl_files[0]}, certificate "
+                              f"{self._ssl_files[1]}")
         self._engine.status_builder = _weak(self._status_bytes, b"[]")
         self._engine.library_logs = self._info.library_logs
         self._name = name
@@ -184,7 +223,34 @@ class Manager:
 
     @property
     def using_ssl(self) -> bool:
-        return False
+        return self._tls is not None
+
+    @property
+    def ssl_files(self) -> tuple[str, str] | None:
+        """``(key, certificate)`` of the manager's TLS, or None (ours)."""
+        return self._ssl_files
+
+    def set_password(self, password: str | bytes) -> None:
+        """Connections from now on must prove they know ``password`` (mutual
+        challenge/response; it never crosses the wire). Workers use ``--password FILE``,
+        whose bytes (a trailing newline included) must be the same."""
+        if isinstance(password, str):
+            password = password.encode()
+        if not isinstance(password, bytes) or not password:
+            raise ValueError("set_password() needs a non-empty str or bytes")
+        self._password = password
+        self._engine.secure(self._tls, password)
+        self._debug.write("vine", "connections must now present the password")
+
+    def set_password_file(self, path: str) -> bool:
+        """As ``set_password`` with the raw bytes of a file; False if it cannot be read."""
+        try:
+            password = read_password_file(path)
+        except (OSError, ValueError) as e:
+            self._debug.write("vine", f"could not read password file {path}: {e}")
+            return False
+        self.set_password(password)
+        return True
 
     @property
     def runtime_directory(self) -> str:
@@ -522,6 +588,49 @@ class Manager:
         """An execution context: a File as it is, a path as a poncho package."""
         return env if isinstance(env, File) else self.declare_poncho(env, cache=True)
 
+    def declare_xrootd(self, source: str, proxy: File | None = None,
+                       env: File | str | None = None, cache: Any = False,
+                       peer_transfer: bool = True) -> File:
+        """A file the worker copies from an XRootD server (``xrdcp <source> output.root`` in
+        a mini task). ``proxy`` is the X.509 proxy to present, by default the user's own if
+        there is one; ``env`` an execution context providing ``xrdcp``."""
+        source = _text_arg(source, "declare_xrootd", "source")
+        if not source.startswith(_XROOTD_SCHEMES):
+            raise ValueError(f"declare_xrootd(): source must be a root:// URL, not {source!r}")
+        proxy = _file_arg(proxy, "declare_xrootd", "proxy")
+        env = _file_arg(env, "declare_xrootd", "env", paths=True)
+        cache_level(cache)  # checked before the proxy is declared
+        if proxy is None and (found := _default_x509_proxy()) is not None:
+            proxy = self.declare_file(found, peer_transfer=False)  # a credential: not shared
+        t = Task(f"xrdcp {shlex.quote(source)} output.root")
+        if proxy is not None:
+            t.add_input(proxy, "proxy509.pem")
+            t.set_env_var("X509_USER_PROXY", "proxy509.pem")
+        return self._remote_copy(t, env, "output.root", cache, peer_transfer)
+
+    def declare_chirp(self, server: str, source: str, ticket: File | None = None,
+                      env: File | str | None = None, cache: Any = False,
+                      peer_transfer: bool = True) -> File:
+        """A file the worker copies from a Chirp server (``chirp_get <server> <source>
+        output.chirp`` in a mini task), authenticated by ``ticket`` if given; ``env`` is an
+        execution context providing ``chirp_get``."""
+        server = _text_arg(server, "declare_chirp", "server")
+        source = _text_arg(source, "declare_chirp", "source")
+        ticket = _file_arg(ticket, "declare_chirp", "ticket")
+        env = _file_arg(env, "declare_chirp", "env", paths=True)
+        auth = "--auth=ticket --tickets=ticket.chirp " if ticket is not None else ""
+        t = Task(f"chirp_get {auth}{shlex.quote(server)} {shlex.quote(source)} output.chirp")
+        if ticket is not None:
+            t.add_input(ticket, "ticket.chirp")
+        return self._remote_copy(t, env, "output.chirp", cache, peer_transfer)
+
+    def _remote_copy(self, t: Task, env: File | str | None, output: str, cache: Any,
+                     peer_transfer: bool) -> File:
+        """The mini-task file ``output`` of ``t``, run inside ``env`` if given."""
+        if env is not None:
+            t.add_environment(self._environment(env))
+        return self.declare_minitask(t, output, cache, peer_transfer)
+
     # ------------------------------------------------------------------ serverless
     def create_library_from_functions(
             self, library_name: str, *functions: Callable, poncho_env: str | None = None,
@@ -622,26 +731,107 @@ class Manager:
         self._engine._dirty = True
         return 0
 
-    def _category_limits(self, table: dict, category: str, resources: dict) -> None:
+    def _category_limits(self, setter: Callable[[str, dict], None], category: str,
+                         resources: dict) -> None:
         if not resources:
             return  # upstream ignores an empty dict
         unknown = set(resources) - set(_RESOURCE_KEYS)
         if unknown:
             raise ValueError(f"unknown resource names {sorted(unknown)}; use {_RESOURCE_KEYS}")
-        table[category] = {k: v for k, v in resources.items() if k != "wall_time"}
+        setter(category, {k: v for k, v in resources.items() if k != "wall_time"})
         self._engine._dirty = True
 
     def set_resources_max(self, resources: dict) -> None:
-        self._category_limits(self._engine.category_max, "default", resources)
+        self._category_limits(self._engine.categories.set_max, "default", resources)
 
     def set_resources_min(self, resources: dict) -> None:
-        self._category_limits(self._engine.category_min, "default", resources)
+        self._category_limits(self._engine.categories.set_min, "default", resources)
 
     def set_category_resources_max(self, category: str, resources: dict) -> None:
-        self._category_limits(self._engine.category_max, category, resources)
+        self._category_limits(self._engine.categories.set_max, category, resources)
 
     def set_category_resources_min(self, category: str, resources: dict) -> None:
-        self._category_limits(self._engine.category_min, category, resources)
+        self._category_limits(self._engine.categories.set_min, category, resources)
+
+    def set_category_first_allocation_guess(self, category: str, resources: dict) -> None:
+        """What the first tasks of an automatic category run with, until
+        ``category-steady-n-tasks`` of them were measured."""
+        self._category_limits(self._engine.categories.set_guess, category, resources)
+
+    def set_category_mode(self, category: str | None, mode: str | int) -> int:
+        """How tasks of ``category`` are sized (api.md §9.2): a mode name (``"fixed"``,
+        ``"max"``, ``"min waste"``, ``"max throughput"``, ``"[det] greedy|exhaustive
+        bucketing"``, ``"quantized bucketing"``) or ``VINE_ALLOCATION_MODE_*``;
+        ``category=None`` sets the mode of categories created later. Returns 1."""
+        self._engine.categories.set_mode(category, mode)
+        self._engine._dirty = True
+        return 1
+
+    def set_category_autolabel_resource(self, category: str, resource: str,
+                                        autolabel: bool = True) -> None:
+        """Whether an automatic category computes ``resource`` (cores, memory, disk, gpus)
+        from measurements; off, that resource comes from the category max."""
+        self._engine.categories.set_autolabel(category, resource, autolabel)
+        self._engine._dirty = True
+
+    def set_category_max_concurrent(self, category: str, max_concurrent: int) -> None:
+        """Run at most ``max_concurrent`` tasks of ``category`` at once (<0: no limit)."""
+        self._engine.categories.set_max_concurrent(category, max_concurrent)
+        self._engine._dirty = True
+
+    def initialize_categories(self, filename: str, rm: dict | None = None) -> int:
+        """Seed categories with the resource summaries of ``filename``: one JSON object per
+        line with ``category`` and peak ``cores``, ``memory``, ``disk``, ``gpus`` (numbers or
+        ``[value, "unit"]``) and optionally ``wall_time`` (s). ``rm`` gives the largest
+        allocation for categories without a max. Returns the number of summaries read."""
+        n = self._engine.categories.seed(filename, rm)
+        self._engine._dirty = True
+        return n
+
+    def stats_category(self, category: str) -> CategoryStats:
+        """``stats`` counted for the tasks of one category, with its allocation state
+        (``mode``, ``first_allocation``, ``max_allocation``, ``max_seen``, ...)."""
+        cats = self._engine.categories
+        return cats.stats(category, cats.workers_able(category, self._engine.workers.values()))
+
+    def set_runtime_info_path(self, path: str) -> None:
+        """Where the run-info directories of managers created from now on go (default
+        ``vine-run-info`` in the working directory). As upstream's, it cannot move the logs
+        of a manager that exists already: this one keeps writing where it started."""
+        if not isinstance(path, str) or not path:
+            raise ValueError("set_runtime_info_path() needs a non-empty directory name")
+        runinfo.default_path = path
+
+    def application_info(self) -> dict | None:
+        """What the program wants shown beside the manager's state (Jupyter display):
+        override to return ``{"application_info": {"values": {...}, "units": {...}}}``."""
+        return None
+
+    def enable_disconnect_slow_workers(self, multiplier: float) -> None:
+        """Take back tasks running longer than ``multiplier`` × their category's average
+        execution time and run them elsewhere; a worker with two such tasks is disconnected
+        and its host blocked for ``option-blocklist-slow-workers-timeout`` seconds. Applies
+        to the ``"default"`` category and to categories without their own setting;
+        ``multiplier < 1`` turns it off."""
+        self._engine.categories.set_slow_multiplier("default", _number(multiplier,
+                                                                       "multiplier"))
+
+    def enable_disconnect_slow_workers_category(self, category: str,
+                                                multiplier: float) -> None:
+        """As ``enable_disconnect_slow_workers`` for one category: 0 turns it off there, a
+        negative multiplier uses the default's."""
+        if not isinstance(category, str):
+            raise TypeError("category must be a str")
+        self._engine.categories.set_slow_multiplier(category, _number(multiplier,
+                                                                      "multiplier"))
+
+    def set_scheduler(self, scheduler: str | int) -> None:
+        """How a worker is chosen for a task (api.md §10.1): ``"files"`` (default),
+        ``"time"``, ``"rand"``, ``"worst"``, ``"disk"``, ``"fcfs"`` or ``VINE_SCHEDULE_*``;
+        ``Task.set_scheduler`` overrides it for one task."""
+        value = parse_scheduler(scheduler)
+        self._engine.scheduler = value or cvine.VINE_SCHEDULE_FILES
+        self._engine._dirty = True
 
     def block_host(self, host: str) -> None:
         self._engine.blocked[host] = 0
@@ -691,6 +881,7 @@ class Manager:
 
     def _status_info(self) -> dict:
         return {"started_us": self._started_us, "name": self._name, "uuid": self._uuid,
+                "ssl": self.using_ssl,
                 "priority": self._priority, "properties": self._properties,
                 "preferred_connection": self._preferred_connection}
 
@@ -741,3 +932,32 @@ class Manager:
     def log_txn_app(self, text: str) -> None:
         self._txn.application(text)
 
+
+
+def _tls_context(option: Any, directory: str) -> tuple[Any, tuple[str, str] | None]:
+    """The manager's ``ssl`` argument: None/False/(None, None) for plain TCP, True for a new
+    self-signed key and certificate in the run-info directory, or ``(key, cert)`` files."""
+    if option is None or option is False or option == (None, None):
+        return None, None
+    if option is True:
+        files = make_self_signed(directory)
+    elif (isinstance(option, (tuple, list)) and len(option) == 2
+          and all(isinstance(x, (str, os.PathLike)) for x in option)):
+        files = (os.fspath(option[0]), os.fspath(option[1]))
+        for path in files:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"ssl: no such key or certificate file: {path}")
+    else:
+        raise TypeError("ssl must be None, False, True or (key_file, cert_file), not "
+                        f"{option!r}")
+    try:
+        return server_context(*files), files
+    except ssl.SSLError as e:
+        raise ValueError(f"ssl: cannot use key {files[0]} with certificate {files[1]}: "
+                         f"{e}") from e
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    return float(value)

@@ -5,6 +5,12 @@ An ``Outbox`` holds ``bytes`` and ``FileSegment``s in order. ``flush(sock)`` sen
 the socket takes without blocking; consecutive byte strings go out in one ``send``, and file
 contents go with ``os.sendfile`` straight from the page cache, never through Python.
 
+Over TLS (an ``ssl.SSLSocket``) the kernel cannot move the bytes: ``Outbox`` then reads file
+contents in ``TLS_CHUNK`` pieces and encrypts them in OpenSSL; ``receive(sock)`` drains every
+record OpenSSL has decrypted, and the ``Splicer`` decrypts into its file (large files still
+through the ``O_DIRECT`` buffers). OpenSSL may hold decrypted bytes that ``select`` cannot
+see: an event loop on a TLS socket must check ``sock.pending()`` before it waits.
+
 A ``Splicer`` moves received file contents from a socket into a file through a kernel pipe
 (``os.splice``), so large transfers never pass through Python either. Files of ``DIRECT_MIN``
 bytes or more are received into aligned buffers instead and written with ``O_DIRECT`` by a
@@ -22,19 +28,48 @@ import mmap
 import os
 import queue
 import socket
+import ssl
 import struct
 import threading
 from collections import deque
 
 from .items import FileSegment, write_all
 
+TLS_CHUNK = 1 << 20  # bytes of a file read and encrypted per send over TLS
+RECEIVE_SIZE = 1 << 20
+_TLS_BLOCKED = (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError,
+                InterruptedError)
+
+
+def receive(sock: socket.socket, size: int = RECEIVE_SIZE) -> bytes:
+    """What the socket has ready (b"" when the peer closed); ``BlockingIOError`` if nothing.
+    On a TLS socket, also every record OpenSSL holds already decrypted."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return sock.recv(size)
+    parts = []
+    total = 0
+    try:
+        while True:
+            data = sock.recv(size)
+            if not data:
+                break
+            parts.append(data)
+            total += len(data)
+            if not sock.pending() and total >= size:
+                break
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        if not parts:
+            raise BlockingIOError("no TLS record ready") from None
+    return b"".join(parts)
+
 
 class Outbox:
-    __slots__ = ("_queue", "_file", "bytes_sent")
+    __slots__ = ("_queue", "_file", "_retry", "bytes_sent")
 
     def __init__(self) -> None:
         self._queue: deque[bytes | FileSegment] = deque()
         self._file: tuple[int, int] | None = None  # (fd, offset) of the segment being sent
+        self._retry: bytes | None = None  # TLS: what OpenSSL was given and must get again
         self.bytes_sent = 0
 
     def __bool__(self) -> bool:
@@ -45,6 +80,8 @@ class Outbox:
 
     def flush(self, sock: socket.socket) -> bool:
         """Send without blocking; True once everything queued has been sent."""
+        if isinstance(sock, ssl.SSLSocket):
+            return self._flush_tls(sock)
         queue = self._queue
         while queue:
             head = queue[0]
@@ -64,6 +101,54 @@ class Outbox:
                 return False
             queue.popleft()
         return True
+
+    def _flush_tls(self, sock: ssl.SSLSocket) -> bool:
+        """As ``flush``, through OpenSSL: a send that would block must be repeated with the
+        same bytes, so the piece handed over is kept in ``_retry`` until it is taken."""
+        queue = self._queue
+        while queue:
+            head = queue[0]
+            piece = self._retry
+            if piece is None:
+                if isinstance(head, FileSegment):
+                    piece = self._segment_chunk(head)
+                elif len(queue) > 1 and not isinstance(queue[1], FileSegment):
+                    piece = head = self._coalesce()
+                else:
+                    piece = head
+            try:
+                n = sock.send(piece) if piece else 0
+            except _TLS_BLOCKED:
+                self._retry = piece
+                return False
+            self._retry = None
+            self.bytes_sent += n
+            if isinstance(head, FileSegment):
+                self._segment_sent(head, n)
+            elif n < len(head):
+                queue[0] = head[n:]
+            else:
+                queue.popleft()
+        return True
+
+    def _segment_chunk(self, seg: FileSegment) -> bytes:
+        if self._file is None:
+            self._file = (os.open(seg.path, os.O_RDONLY), 0)
+        fd, offset = self._file
+        chunk = os.pread(fd, min(TLS_CHUNK, seg.length - offset), offset)
+        if not chunk and offset < seg.length:
+            raise OSError(f"{seg.path} shrank while it was being sent")
+        return chunk
+
+    def _segment_sent(self, seg: FileSegment, n: int) -> None:
+        fd, offset = self._file
+        offset += n
+        if offset < seg.length:
+            self._file = (fd, offset)
+            return
+        os.close(fd)
+        self._file = None
+        self._queue.popleft()
 
     def _coalesce(self) -> bytes:
         queue = self._queue
@@ -97,6 +182,7 @@ class Outbox:
         if self._file is not None:
             os.close(self._file[0])
             self._file = None
+        self._retry = None
         self._queue.clear()
 
 
@@ -164,6 +250,15 @@ class Splicer:
             if not direct.left:
                 self._direct = None
             return got
+        if isinstance(sock, ssl.SSLSocket):
+            got = _read_tls_into(sock, fd, n)
+        else:
+            got = self._splice(sock, fd, n)
+        if self._plain is not None and self._plain[0] == fd:
+            self._plain = (fd, n - got)
+        return got
+
+    def _splice(self, sock: socket.socket, fd: int, n: int) -> int:
         got = os.splice(sock.fileno(), self._w, min(n, self.size))
         left = got
         try:
@@ -173,8 +268,6 @@ class Splicer:
             while left:  # empty the pipe: those bytes are dropped with the file
                 left -= len(os.read(self._r, min(left, 1 << 16)))
             raise SinkError.of(e, got) from e
-        if self._plain is not None and self._plain[0] == fd:
-            self._plain = (fd, n - got)
         return got
 
     def _drop_direct(self) -> None:
@@ -270,6 +363,7 @@ class _DirectFile:
             return self._receive_head(sock)
         if not self._threads:
             self._start()
+        tls = isinstance(sock, ssl.SSLSocket)  # records come 16 KiB at a time: read on
         got = 0
         try:
             while self.left:
@@ -281,7 +375,11 @@ class _DirectFile:
                 want = min(DIRECT_CHUNK - self._fill, self.left)
                 try:
                     n = sock.recv_into(self._view[self._fill:self._fill + want], want,
-                                       socket.MSG_WAITALL)
+                                       0 if tls else socket.MSG_WAITALL)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    if got:
+                        break
+                    raise BlockingIOError("no TLS record ready") from None
                 except OSError as e:
                     if got:
                         break
@@ -292,7 +390,7 @@ class _DirectFile:
                 self.left -= n
                 if self._fill == DIRECT_CHUNK or not self.left:
                     self._submit()
-                if n < want:  # dry, closed or (blocking socket) timed out
+                if n == 0 or (n < want and not tls):  # dry, closed or timed out
                     break
         finally:
             if got:  # the caller's file offset moves as if it had written the bytes
@@ -307,6 +405,8 @@ class _DirectFile:
     def _receive_head(self, sock: socket.socket) -> int:
         try:
             data = sock.recv(self._head)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise BlockingIOError("no TLS record ready") from None
         except OSError as e:
             _raise_timeout(sock, e)
             raise
@@ -415,6 +515,19 @@ class _DirectFile:
                 _POOL.give(self._free.get())
         if self._error is not None:
             raise self._error
+
+
+def _read_tls_into(sock: ssl.SSLSocket, fd: int, n: int) -> int:
+    """TLS has no zero-copy path: decrypt up to ``n`` bytes and write them into ``fd``."""
+    try:
+        data = sock.recv(min(n, RECEIVE_SIZE))
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        raise BlockingIOError("no TLS record ready") from None
+    try:
+        write_all(fd, data)
+    except OSError as e:
+        raise SinkError.of(e, len(data)) from e
+    return len(data)
 
 
 def _raise_timeout(sock: socket.socket, e: OSError) -> None:

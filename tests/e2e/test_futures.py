@@ -6,7 +6,9 @@ executor that starts its own local factory."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import io
 import os
+import re
 import sys
 import threading
 
@@ -169,3 +171,34 @@ def test_shutdown_can_cancel_what_has_not_run(executor):
     assert all(f.cancelled() for f in futures_)
     with pytest.raises(RuntimeError, match="after shutdown"):
         executor.submit(square, 1)
+
+
+def test_progress_shows_every_future_done(workers, tmp_path, monkeypatch):
+    """A bar on a rich console counts futures submitted and done (failed and cancelled ones
+    included) and shows them all done once the executor shuts down."""
+    console_module = pytest.importorskip("rich.console")
+    monkeypatch.chdir(tmp_path)
+    drawn = io.StringIO()
+    console = console_module.Console(file=drawn, force_terminal=True, width=100)
+    ex = vine.FuturesExecutor(port=0, factory=False, progress=console)
+    try:
+        workers.start(ex.manager, cores=2)
+        values = [ex.submit(square, i) for i in range(10)]
+        failing, stuck = ex.submit(fail, 0), ex.submit(slow, 60)
+        assert [f.result(60) for f in values] == [i * i for i in range(10)]
+        assert isinstance(failing.exception(60), ValueError)
+        assert stuck.cancel()
+    finally:
+        ex.shutdown()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.getvalue())
+    counts = re.findall(r"(\d+)/(\d+)", text)
+    assert "futures" in text and counts and counts[-1] == ("12", "12")
+
+
+def test_progress_without_rich_warns_and_runs(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "rich", None)  # import rich now fails
+    with pytest.warns(UserWarning, match="needs rich"):
+        ex = vine.FuturesExecutor(port=0, factory=False, progress=True)
+    assert ex._driver.progress is None
+    ex.shutdown()

@@ -27,6 +27,7 @@ import pytest
 
 import ndcctools.taskvine as vine
 from ndcctools.taskvine import protocol as p
+from ndcctools.taskvine import security
 from tests.conftest import wait_connected, wait_until
 from tests.fuzzing import (
     HOSTILE_NUMBERS,
@@ -66,9 +67,11 @@ class ManagerFuzzer(threading.Thread):
     from the truth, and that is not what is under test.
     """
 
-    def __init__(self, port: int, rng: random.Random, stop: threading.Event):
+    def __init__(self, port: int, rng: random.Random, stop: threading.Event,
+                 password: bytes | None = None):
         super().__init__(daemon=True)
         self.port = port
+        self.password = password  # a TLS manager with this password: most connections log in
         self.rng = rng
         self.stop = stop
         self.counts: dict[str, int] = {}
@@ -83,6 +86,9 @@ class ManagerFuzzer(threading.Thread):
                 script = self.rng.choice(scripts)
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                        if self.password is not None and self.rng.random() < 0.7:
+                            s = security.wrap_client(s, "localhost", 5)
+                            security.exchange_blocking(s, self.password, 5)
                         script(s)
                 except OSError:
                     pass  # the manager closed on us: that is its right
@@ -196,16 +202,29 @@ class ManagerFuzzer(threading.Thread):
         self.finish(s)
 
 
-def test_manager_survives_fuzzed_connections(manager, workers, tmp_path):
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls+password"])
+def test_manager_survives_fuzzed_connections(secure, workers, tmp_path):
     seed = seed_from_env()
     print(f"fuzz seed {seed} (replay with TASKVINE_FUZZ_SEED={seed})")
     rng = random.Random(seed)
-    m = manager
-    real = [workers.start(m, cores=2) for _ in range(2)]
+    with vine.Manager(port=0, run_info_path=str(tmp_path / "vine-run-info"),
+                      ssl=secure) as m:
+        password = None
+        extra: tuple[str, ...] = ()
+        if secure:  # most fuzzers log in; the others are refused at the door
+            password = b"fuzz password\n"
+            (tmp_path / "pw").write_bytes(password)
+            m.set_password_file(str(tmp_path / "pw"))
+            extra = ("--ssl", "--password", str(tmp_path / "pw"))
+        _fuzz_manager(m, workers, tmp_path, rng, seed, password, extra)
+
+
+def _fuzz_manager(m, workers, tmp_path, rng, seed, password, extra):
+    real = [workers.start(m, cores=2, extra=extra) for _ in range(2)]
     wait_connected(m, 2)
 
     stop = threading.Event()
-    fuzzers = [ManagerFuzzer(m.port, random.Random(rng.getrandbits(64)), stop)
+    fuzzers = [ManagerFuzzer(m.port, random.Random(rng.getrandbits(64)), stop, password)
                for _ in range(3)]
     submitted: dict[int, tuple[vine.Task, bytes, vine.File | None, bytes]] = {}
     returned: set[int] = set()

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.factory.conftest import BIN
 
 PROGRAM = textwrap.dedent("""
+    import sys
+
     import parsl
     from parsl.config import Config
     from parsl.executors.taskvine import (TaskVineExecutor, TaskVineFactoryConfig,
@@ -27,9 +31,10 @@ PROGRAM = textwrap.dedent("""
         return f"echo hello {name}"
 
     if __name__ == "__main__":
+        password = sys.argv[1] if len(sys.argv) > 1 else None
         config = Config(run_dir="runinfo", executors=[TaskVineExecutor(
             label="vine", worker_launch_method="factory",
-            manager_config=TaskVineManagerConfig(port=0),
+            manager_config=TaskVineManagerConfig(port=0, project_password_file=password),
             factory_config=TaskVineFactoryConfig(min_workers=1, max_workers=2, cores=1,
                                                  memory=500, disk=1000))])
         with parsl.load(config):
@@ -39,12 +44,17 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_parsl_taskvine_executor_with_its_default_factory(catalog, tmp_path):
+@pytest.mark.parametrize("password", [False, True], ids=["open", "project_password_file"])
+def test_parsl_taskvine_executor_with_its_default_factory(catalog, tmp_path, password):
     (tmp_path / "program.py").write_text(PROGRAM)
     env = dict(os.environ, CATALOG_HOST="127.0.0.1", CATALOG_PORT=str(catalog.port),
                PATH=BIN + os.pathsep + os.environ["PATH"])
-    done = subprocess.run([sys.executable, "program.py"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=180)
+    argv = [sys.executable, "program.py"]
+    if password:  # the manager, the factory's queries and the workers all need it
+        (tmp_path / "pw").write_bytes(b"parsl project password\n")
+        argv.append(str(tmp_path / "pw"))
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     assert "squares [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in done.stdout
     assert "hello vine" in done.stdout

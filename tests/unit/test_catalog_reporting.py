@@ -238,11 +238,11 @@ def test_lookup_by_name_caches_a_minute_but_not_an_empty_answer():
     assert any("catalog lookup of 'a|b' failed: down" in line for line in log)
 
 
-def test_lookup_skips_managers_using_tls():
+def test_lookup_connects_with_tls_to_managers_using_tls():
     log = []
     where = ByName("p", None, None, log.append, find=lambda *a: [
         {"project": "p", "port": 1, "address": "h", "ssl": True}])
-    assert where.addresses() == [] and "TLS" in log[0]
+    assert where.addresses() == [("h", 1)] and where.uses_tls(("h", 1))
 
 
 @pytest.mark.parametrize("argv,managers", [

@@ -116,3 +116,24 @@ def test_futures_module_surface():
     assert result.done == set() and result.not_done == set()
     assert list(futures.as_completed([])) == []
     assert issubclass(futures.VineFuture, __import__("concurrent.futures").futures.Future)
+
+
+def test_category_and_scheduler_methods_check_their_arguments(tmp_path):
+    with vine.Manager(port=0, run_info_path=str(tmp_path)) as m:
+        assert m.set_category_mode("c", "min_waste") == 1
+        assert m.set_category_mode(None, cvine.VINE_ALLOCATION_MODE_MAX) == 1
+        with pytest.raises(ValueError, match="unknown category mode 'least'"):
+            m.set_category_mode("c", "least")
+        m.set_category_first_allocation_guess("c", {"memory": 100})
+        m.set_category_autolabel_resource("c", "memory", False)
+        with pytest.raises(ValueError, match="unknown resource"):
+            m.set_category_autolabel_resource("c", "speed", True)
+        m.set_category_max_concurrent("c", 2)
+        s = m.stats_category("c")
+        assert s.mode == "min waste" and s.tasks_waiting == 0 and s.first_allocation_count == 0
+        assert m.stats_category("nothing").tasks_done == 0
+        for name in ("files", "time", "rand", "worst", "disk", "fcfs"):
+            m.set_scheduler(name)
+        m.set_scheduler(cvine.VINE_SCHEDULE_WORST)
+        with pytest.raises(ValueError, match="unknown scheduler 'fastest'"):
+            m.set_scheduler("fastest")

@@ -453,7 +453,8 @@ def test_serve_survives_a_session_that_raises_and_backs_off(tmp_path, monkeypatc
         def error(self, text):
             errors.append(text)
     args = types.SimpleNamespace(managers=[srv.getsockname()], manager_name=None, timeout=60,
-                                 max_backoff=8, single_shot=False)
+                                 max_backoff=8, single_shot=False, ssl=False, tls_sni=None,
+                                 password_bytes=None)
     config = types.SimpleNamespace(guard=None)
     try:
         status = worker_main.serve(args, config, None, None, None, Log())

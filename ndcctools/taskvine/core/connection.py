@@ -13,7 +13,7 @@ from typing import Any
 
 from ..items import FileSegment
 from ..protocol import Decoder
-from ..transport import Outbox
+from ..transport import Outbox, receive
 
 
 class Reply:
@@ -48,7 +48,7 @@ class Connection:
     def recv(self) -> bool:
         """Read what is available; False when the peer closed the connection."""
         try:
-            data = self.sock.recv(1 << 20)
+            data = receive(self.sock)
         except (BlockingIOError, InterruptedError):
             return True
         except OSError:

@@ -198,7 +198,7 @@ class Delivery:
             source = self._peer_source(file, w, limited=False)
         if source is not None:
             tid = self.transfers.start(source, w, name, source.cache.get(name, 0) or len(file))
-            url = f"workerip://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"
+            url = peer_url(source, w, name)
             self.send(w, p.PutUrl(url, name, file._level, len(file), file._mode or 0o755, tid))
             w.cache[name] = 0
             return
@@ -210,7 +210,7 @@ class Delivery:
                 self.put_input(w, mount.file, for_task=False)
             w.building[name] = file
             body = p.TaskBody(
-                command=recipe._command, category=recipe._category,
+                command=recipe._full_command(), category=recipe._category,
                 env=tuple(f"{k}={v}" for k, v in recipe._env.items() if v is not None),
                 infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
                               for m in recipe._inputs))
@@ -254,8 +254,7 @@ class Delivery:
                 if source is None:
                     return
                 tid = self.transfers.start(source, w, name, source.cache.get(name, 0))
-                url = (f"workerip://{source.addrport.rpartition(':')[0]}:"
-                       f"{source.transfer_port}/{name}")
+                url = peer_url(source, w, name)
                 self.send(w, p.PutUrl(url, name, file._level, len(file), 0o755, tid, now=True))
                 w.cache[name] = 0
                 wanted -= 1
@@ -324,3 +323,11 @@ def _size_of(path: str) -> int:
 
 def in_flight(rec: TaskRecord | None) -> bool:
     return rec is not None and rec.state in (READY, RUNNING, WAITING_RETRIEVAL)
+
+
+def peer_url(source: WorkerRecord, dest: WorkerRecord, name: str) -> str:
+    """Where ``dest`` fetches ``name`` from ``source``. A worker of ours that holds the run's
+    transfer secret authenticates to its peers, except to those that cannot (upstream
+    workers): their address is marked ``+noauth`` (only our workers are ever told that)."""
+    scheme = "workerip+noauth" if dest.peer_auth and not source.peer_auth else "workerip"
+    return f"{scheme}://{source.addrport.rpartition(':')[0]}:{source.transfer_port}/{name}"

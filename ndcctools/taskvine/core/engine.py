@@ -22,6 +22,7 @@ import math
 import os
 import selectors
 import socket
+import ssl
 import time
 import traceback
 from collections.abc import Callable
@@ -33,8 +34,12 @@ from .. import protocol as p
 from ..file import File
 from ..resources import Resources
 from ..results import result_string
+from ..security import TRANSFER_AUTH_INFO, new_secret
 from ..task import Mounting
+from . import scheduling
+from .admission import Admission, Pending
 from .allocation import Policy, allocate, can_ever_fit, fits
+from .categories import Categories
 from .connection import Connection
 from .delivery import Delivery
 from .libraries import LibraryTable
@@ -61,6 +66,8 @@ if TYPE_CHECKING:
 
 RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EXHAUSTION}
 _WAKER = object()  # selector data of the waker socket (make_waker)
+MAX_UNIDENTIFIED = 1024  # connections that have not said hello; more are refused
+HELLO_TIMEOUT = 30.0  # seconds a connection has to say hello (upstream: keepalive-timeout)
 FORSAKEN_STREAK_MAX = 10  # a worker that forsakes this many tasks in a row is dropped
 NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
@@ -85,8 +92,9 @@ class Engine:
         self.workers: dict[Connection, WorkerRecord] = {}
         self.status_conns: set[Connection] = set()
         self.blocked: dict[str, float] = {}  # host -> until (0 = forever)
-        self.category_max: dict[str, dict] = {}
-        self.category_min: dict[str, dict] = {}
+        self.categories = Categories(tuning)  # per-category state and allocation modes
+        self.scheduler = cvine.VINE_SCHEDULE_FILES  # set_scheduler(); tasks may override it
+        self.worker_times = scheduling.WorkerTimes()  # for the "time" scheduler
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
         self.periodic: Callable[[], None] | None = None  # the facade's timer (catalog updates)
@@ -102,6 +110,24 @@ class Engine:
         self._dirty = True
         self._next_timers = 0.0
         self._closed = False
+        self.admission: Admission | None = None  # TLS and passwords (secure())
+        self.transfer_secret: bytes | None = None  # handed to our workers (security.py)
+        self.unidentified = 0  # connections that have not said hello (or asked for status)
+        self._refusing = False  # new connections refused: too many unidentified ones
+
+    def secure(self, tls: ssl.SSLContext | None, password: bytes | None) -> None:
+        """Demand TLS and/or the password from connections accepted from now on; without a
+        password our workers get a per-run transfer secret instead."""
+        if tls is None and password is None:
+            self.admission = None
+        elif self.admission is None:
+            self.admission = Admission(self.sel, self.debug, tls, password, self._admit)
+        else:
+            self.admission.tls, self.admission.password = tls, password
+        if password is not None:
+            self.transfer_secret = None  # workers prove the password to each other instead
+        elif self.transfer_secret is None:
+            self.transfer_secret = new_secret()
 
     # ------------------------------------------------------------------ user operations
     def submit(self, task: Task) -> TaskRecord:
@@ -262,6 +288,9 @@ class Engine:
             if key.data is _WAKER:
                 self._drain_waker()
                 continue
+            if type(key.data) is Pending:
+                self.admission.step(key.data)
+                continue
             conn = key.data
             if mask & selectors.EVENT_WRITE:
                 self._to_flush.add(conn)
@@ -293,14 +322,34 @@ class Engine:
                 self.debug.write("tcp", f"connection from {addr} lost at once: {e}")
                 sock.close()
                 continue
-            addrport = f"{addr[0]}:{addr[1]}"
-            conn = Connection(sock, addrport)
-            w = WorkerRecord(conn, addrport, self.clock())
-            conn.worker = w
-            conn.decoder.trace = lambda line, w=w: self.debug.rx(w.hostname, w.addrport, line)
-            self.workers[conn] = w
-            self.sel.register(sock, selectors.EVENT_READ, conn)
-            self.debug.write("tcp", f"worker {addrport} connected")
+            if self.unidentified >= MAX_UNIDENTIFIED:
+                if not self._refusing:
+                    self.debug.write("tcp", f"{MAX_UNIDENTIFIED} connections have not said "
+                                     "hello yet: refusing new ones until some do (logged once)")
+                self._refusing = True
+                sock.close()
+                continue
+            self._refusing = False
+            if self.admission is not None:
+                self.admission.add(sock, addr)
+            else:
+                self._admit(sock, addr, b"")
+
+    def _admit(self, sock: socket.socket, addr: tuple, leftover: bytes) -> None:
+        """A connection that may speak (authenticated, if the manager asks for that)."""
+        addrport = f"{addr[0]}:{addr[1]}"
+        conn = Connection(sock, addrport)
+        w = WorkerRecord(conn, addrport, self.clock())
+        conn.worker = w
+        conn.decoder.trace = lambda line, w=w: self.debug.rx(w.hostname, w.addrport, line)
+        self.workers[conn] = w
+        self.unidentified += 1
+        self.sel.register(sock, selectors.EVENT_READ, conn)
+        self.debug.write("tcp", f"worker {addrport} connected")
+        if leftover:
+            conn.decoder.feed(leftover)
+        if leftover or isinstance(sock, ssl.SSLSocket):  # TLS may hold decrypted bytes
+            self._read(conn)
 
     def _read(self, conn: Connection) -> None:
         if conn in self.status_conns:  # answered already: ignore the rest (HTTP headers)
@@ -389,11 +438,14 @@ class Engine:
         others = self.tasks.count(READY) - sum(ready_calls.values())  # ready tasks not calls
         call_libraries = sum(1 for n in ready_calls.values() if n > 0)
         starved: TaskRecord | None = None  # the first task that found no room anywhere
+        cats = self.categories
         for rec in self.tasks.ready_in_order():
+            task = rec.task
+            if cats.limited and rec.library is None and cats.full(task._category):
+                continue  # its category runs as many as it may (not counted in the depth)
             depth -= 1
             if depth < 0:
                 break
-            task = rec.task
             if task._library_required in wanted:
                 if not others and len(wanted) >= call_libraries:
                     break  # only calls are left, and none of them can be placed
@@ -482,19 +534,26 @@ class Engine:
 
     def _choose_worker(self, rec: TaskRecord, candidates: list[WorkerRecord], policy: Policy,
                        mult: float) -> tuple[WorkerRecord, Resources] | None:
-        """Among workers with room, the one already holding most of the task's input bytes."""
+        """Among workers with room, the one the task's scheduler (else the manager's) likes
+        best (``scheduling.score``): by default the one holding most of its input bytes."""
         task = rec.task
-        best, best_alloc, best_bytes = None, None, -1
+        mode = task._scheduler or self.scheduler
+        limits = self.categories.limits(rec)
+        best, best_alloc, best_score = None, None, None
         for w in candidates:
-            alloc = self._allocation(rec, w, policy)
-            if alloc is None or not fits(alloc, w.free(mult)):
+            if w is rec.slow_on:
                 continue
-            cached = sum(w.cache.get(m.file._cachename, 0) for m in task._inputs)
-            if cached > best_bytes:
-                best, best_alloc, best_bytes = w, alloc, cached
+            alloc = self._allocation(rec, w, policy, limits)
+            free = w.free(mult)
+            if alloc is None or not fits(alloc, free):
+                continue
+            score = scheduling.score(mode, task, w, free, self.worker_times)
+            if best is None or score > best_score:
+                best, best_alloc, best_score = w, alloc, score
         return None if best is None else (best, best_alloc)
 
-    def _allocation(self, rec: TaskRecord, w: WorkerRecord, policy: Policy) -> Resources | None:
+    def _allocation(self, rec: TaskRecord, w: WorkerRecord, policy: Policy,
+                    limits: tuple[dict | None, dict | None] | None = None) -> Resources | None:
         """What ``rec`` would get on ``w``, or None if ``w`` cannot run it at all (features,
         size, inputs it cannot receive now, an instance of that library already there)."""
         task = rec.task
@@ -508,10 +567,10 @@ class Engine:
             return None
         if task._inputs and not self.delivery.can_deliver(task, w):
             return None
-        cat = task._category
+        cmax, cmin = limits or self.categories.limits(rec)
         avail_disk = w.total.disk - w.cache_bytes / 1e6
-        return allocate(request, w.total, avail_disk, policy, self.category_max.get(cat),
-                        self.category_min.get(cat), task._memory >= 0 or request.disk >= 0)
+        return allocate(request, w.total, avail_disk, policy, cmax, cmin,
+                        task._memory >= 0 or request.disk >= 0)
 
     def _evict_idle_library(self, rec: TaskRecord, wanted: set[str], mult: float) -> None:
         """Stop one idle library instance whose resources would let ``rec`` run, unless
@@ -600,6 +659,7 @@ class Engine:
         self._free_slot(rec)
         self._release(rec)
         rec.time_worker_start, rec.time_worker_end = msg.start_us, msg.end_us
+        self.worker_times.add(w, msg.end_us - msg.start_us)
         rec.sandbox_mb = msg.sandbox_mb
         w.tasks_done += 1
         result = msg.result
@@ -725,6 +785,8 @@ class Engine:
             self.counters["tasks_exhausted_attempts"] += 1
             if result == cvine.VINE_RESULT_SANDBOX_EXHAUSTION:
                 again = again and self._grow_sandbox(rec)
+            else:  # automatic categories retry with their max, once
+                again = self.categories.exhausted(rec) and again
         rec.worker = None
         if again and not rec.cancelled:
             self.tasks.make_ready(rec)
@@ -816,6 +878,7 @@ class Engine:
             raise p.RemoteProtocolError(f"speaks protocol {msg.protocol}, not "
                                         f"{p.PROTOCOL_VERSION}")
         w.hostname, w.os, w.arch, w.version = msg.hostname, msg.os, msg.arch, msg.version
+        self.unidentified -= 1
         self.counters["workers_joined"] += 1
         max_workers = self.tuning.max_workers
         if max_workers >= 0 and self._worker_count() > max_workers:
@@ -839,6 +902,11 @@ class Engine:
             fields = value.split()
             if len(fields) == 2 and fields[1] == "2":
                 self.txn.library(int(p.parse_number(fields[0])), "STARTED", w.worker_id)
+        elif key == TRANSFER_AUTH_INFO:
+            if self.transfer_secret is not None and not w.peer_auth:
+                w.peer_auth = True
+                self.debug.tx(w.hostname, w.addrport, "transfer-secret (hidden)")
+                self._send_raw(w, p.TransferSecret(self.transfer_secret.decode()).encode())
         elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
             self.debug.write("vine", f"{w.label()} reports {key} {value}")
 
@@ -910,6 +978,7 @@ class Engine:
                                         "connection that is a worker")
         conn = w.conn
         del self.workers[conn]
+        self.unidentified -= 1
         self.status_conns.add(conn)
         kind = msg.kind if isinstance(msg, p.StatusRequest) else msg.path.strip("/") or "index"
         body = self.status_builder(kind) if self.status_builder else b"[]"
@@ -933,6 +1002,8 @@ class Engine:
             self._drop_status(conn)
             return
         self.workers.pop(conn, None)
+        if w.hostname == "unknown":
+            self.unidentified -= 1
         try:
             self.sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -952,6 +1023,7 @@ class Engine:
         while conn.replies:
             conn.replies.popleft().on_lost()
         self.transfers.drop_worker(w)
+        self.worker_times.forget(w)
         lost = self.replicas.drop_worker(w, list(w.cache))
         if self.tuning.immediate_recovery:
             for name in lost:
@@ -975,8 +1047,13 @@ class Engine:
             elif not w.check_sent and now - w.last_heard > interval and w.hostname != "unknown":
                 w.check_sent = now
                 self._send(w, p.Check())
-            elif w.hostname == "unknown" and now - w.start_time > timeout:
+            elif w.hostname == "unknown" and now - w.start_time > min(timeout, HELLO_TIMEOUT):
+                self.debug.write("vine", f"{w.label()} said no hello in {HELLO_TIMEOUT:.0f}s")
                 self._remove_worker(w, "UNKNOWN")
+        if self.admission is not None:
+            self.admission.expire(time.monotonic())
+        if self.categories.watch_slow:
+            self._cancel_slow_tasks(int(now * 1e6))
         for host, until in list(self.blocked.items()):
             if until and now > until:
                 del self.blocked[host]
@@ -986,6 +1063,34 @@ class Engine:
         if self.periodic is not None:
             self.periodic()
         self._dirty = True
+
+    def _cancel_slow_tasks(self, now_us: int) -> None:
+        """api.md §10.4: a task running longer than its category's multiplier × average goes
+        back to the queue for another worker; a worker with two of them is dropped and its
+        host blocked for ``option-blocklist-slow-workers-timeout``."""
+        for w in list(self.workers.values()):
+            for rec in list(w.tasks.values()):
+                limit = self.categories.slow_after_us(rec.task._category)
+                started = rec.metrics.get("time_when_commit_end", now_us)
+                if rec.library is not None or limit is None or now_us - started <= limit:
+                    continue
+                self.debug.write("vine", f"task {rec.task_id} has run "
+                                 f"{(now_us - started) / 1e6:.1f}s on {w.label()}, more than "
+                                 f"{limit / 1e6:.1f}s: trying another worker")
+                self._free_slot(rec)
+                self._release(rec)
+                self._send(w, p.Kill(rec.task_id))
+                w.tasks.pop(rec.task_id, None)
+                rec.worker, rec.slow_on = None, w
+                self.tasks.make_ready(rec)
+                w.slow_tasks += 1
+            if w.slow_tasks >= 2 and not w.conn.closed:
+                until = self.tuning.option_blocklist_slow_workers_timeout
+                self.blocked[w.hostname] = self.clock() + until if until > 0 else 0
+                self.counters["workers_slow"] += 1
+                self.debug.write("vine", f"{w.label()} was slow twice: disconnected, host "
+                                 f"blocked for {until:.0f}s")
+                self._remove_worker(w, "FAST_ABORT")
 
     def _transfer_overdue(self, t: Transfer) -> None:
         """A transfer took longer than it may. A worker that does not acknowledge a ``put``
@@ -1027,6 +1132,8 @@ class Engine:
         for conn in list(self.workers) + list(self.status_conns):
             conn.close()
         self.workers.clear()
+        if self.admission is not None:
+            self.admission.close()
         if self._waker is not None:
             for sock in self._waker:
                 sock.close()
@@ -1036,6 +1143,7 @@ class Engine:
     # ------------------------------------------------------------------ state-change log
     def _on_task_change(self, rec: TaskRecord, old: int, new: int) -> None:
         self.debug.write("vine", f"Task {rec.task_id} state change: {_CHANGE_TEXT[old, new]}")
+        self.categories.on_change(rec, old, new)
         txn = self.txn
         if new == READY:
             task = rec.task
@@ -1059,7 +1167,8 @@ COUNTERS = (
     "tasks_recovery", "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed",
     "tasks_successful",
     "tasks_cancelled", "tasks_exhausted_attempts", "workers_joined", "workers_removed",
-    "workers_released", "workers_idled_out", "workers_lost", "bytes_sent", "bytes_received",
+    "workers_released", "workers_idled_out", "workers_lost", "workers_slow", "bytes_sent",
+    "bytes_received",
 )
 
 

@@ -12,6 +12,8 @@ import shutil
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+
 from .. import cvine
 from ..file import File
 from ..items import ItemReceiver, remove_tree
@@ -20,6 +22,7 @@ from .connection import Reply
 from .tasks import TaskRecord
 
 Done = Callable[[TaskRecord, bool], None]
+LARGE_BUFFER = 64 << 20  # buffers this large are checked against the free memory first
 
 
 class StdoutReply(Reply):
@@ -141,6 +144,9 @@ class BufferReply(Reply):
                 return True
             if not isinstance(event, FileItem):
                 raise RemoteProtocolError(f"expected a file item, got {type(event).__name__}")
+            if event.size > LARGE_BUFFER and event.size > psutil.virtual_memory().available:
+                raise RemoteProtocolError(f"a buffer of {event.size} bytes announced, more "
+                                          "than the free memory")
             self.left = event.size
         elif isinstance(event, Data):
             self.chunks.append(event.chunk)

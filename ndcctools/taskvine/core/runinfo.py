@@ -6,6 +6,8 @@ import os
 import time
 from dataclasses import dataclass
 
+default_path = "vine-run-info"  # parent of run-info directories (set_runtime_info_path)
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -19,7 +21,7 @@ class RunInfo:
 def create_run_info(path: str | None, template: str | None, staging_path: str | None,
                     now: float | None = None) -> RunInfo:
     """Create ``<path>/<template>/{vine-logs,staging,...}`` and the ``most-recent`` link."""
-    base = os.path.abspath(path or "vine-run-info")
+    base = os.path.abspath(path or default_path)
     stamp = time.strftime(template or "%Y-%m-%dT%H%M%S", time.localtime(now))
     runtime = stamp if os.path.isabs(stamp) else os.path.join(base, stamp)
     logs = os.path.join(runtime, "vine-logs")

@@ -112,7 +112,7 @@ def _manager(engine: Engine, info: dict) -> list[dict]:
         info["started_us"] // 1_000_000, "working_dir": os.getcwd(), "owner": _owner(),
         "version": __version__, "port": engine.port, "priority": info.get("priority", 0),
         "manager_preferred_connection": info.get("preferred_connection", "by_ip"),
-        "taskvine_uuid": info["uuid"], "protocol": PROTOCOL_VERSION, "ssl": False,
+        "taskvine_uuid": info["uuid"], "protocol": PROTOCOL_VERSION, "ssl": info.get("ssl", False),
         "network_interfaces": network_interfaces(), "name": socket.gethostname(),
     }
     for key, value in info.get("properties", {}).items():
@@ -222,19 +222,10 @@ def _workers(engine: Engine, info: dict) -> list[dict]:
 
 
 def _categories(engine: Engine, info: dict) -> list[dict]:
-    rows: dict[str, dict] = {}
-    for rec in engine.tasks.records.values():
-        cat = rec.task._category
-        row = rows.setdefault(cat, {"category": cat, "tasks_waiting": 0, "tasks_running": 0,
-                                    "tasks_on_workers": 0})
-        if rec.state == READY:
-            row["tasks_waiting"] += 1
-        elif rec.state == RUNNING:
-            row["tasks_running"] += 1
-            row["tasks_on_workers"] += 1
-        elif rec.state == WAITING_RETRIEVAL:
-            row["tasks_on_workers"] += 1
-    return list(rows.values())
+    """One record per category that has had tasks (``Categories.row``)."""
+    cats = engine.categories
+    workers = engine.workers.values()
+    return [cats.row(name, cats.workers_able(name, workers)) for name in cats.names_with_tasks()]
 
 
 def to_json(rows: list[dict]) -> bytes:

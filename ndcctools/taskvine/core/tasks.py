@@ -51,7 +51,7 @@ class TaskRecord:
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
                  "cancelled", "output_missing", "stdout_length", "recovery", "min_disk",
                  "output_error", "library", "instance", "stdout_truncated", "retry_at",
-                 "readied")
+                 "readied", "slow_on")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -82,6 +82,7 @@ class TaskRecord:
         self.stdout_truncated = False  # longer than max-task-stdout-storage: the rest dropped
         self.retry_at = 0.0  # a forsaken task is not dispatched again before (clock time)
         self.readied = 0  # times it was made READY: tells its current ready-queue entry
+        self.slow_on: WorkerRecord | None = None  # taken back from it as slow: not again
 
     @property
     def state_name(self) -> str:

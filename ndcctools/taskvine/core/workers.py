@@ -22,7 +22,7 @@ class WorkerRecord:
                  "total", "committed", "has_resources", "end_time", "features", "tasks",
                  "cache", "file_users", "transfer_port", "start_time", "tasks_done",
                  "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building",
-                 "paused_until", "forsaken_streak")
+                 "paused_until", "forsaken_streak", "peer_auth", "slow_tasks")
 
     def __init__(self, conn: Connection, addrport: str, now: float):
         self.conn = conn
@@ -50,6 +50,8 @@ class WorkerRecord:
         self.paused_until = 0.0  # clock time: no tasks are sent before (it could not store
         # an input)
         self.forsaken_streak = 0  # tasks it forsook since it last completed one
+        self.peer_auth = False  # holds the run's transfer secret: its peers must prove it
+        self.slow_tasks = 0  # its tasks taken back as slow (enable_disconnect_slow_workers)
 
     @property
     def ready(self) -> bool:

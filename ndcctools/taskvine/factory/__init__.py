@@ -54,6 +54,8 @@ class Factory:
         self._opts["batch_type"] = batch_type
         if manager_name or (manager is not None and not self._address):
             self._opts["manager_name"] = manager_name or manager.name
+        if getattr(manager, "using_ssl", False):
+            self._opts["ssl"] = True
 
     # ------------------------------------------------------------------ options
     def _set(self, name: str, value: Any) -> None:
@@ -96,6 +98,7 @@ class Factory:
         scratch = self._opts.get("scratch_dir") or self._default_scratch()
         os.makedirs(scratch, exist_ok=True)
         self._set("_dir", tempfile.mkdtemp(prefix="vine-factory-", dir=scratch))
+        self._share_password()
         write_config(self._config_path, self._opts)
         argv = [self._binary, "--parent-death", "--config-file", self._config_path,
                 "--scratch-dir", self._dir, *self._flags(), *self._address]
@@ -105,6 +108,17 @@ class Factory:
                                                 stderr=err, start_new_session=True))
         self._wait_started(error_log)
         return self
+
+    def _share_password(self) -> None:
+        """Workers of a ``Manager`` with a password get it in a file of the factory's own
+        (owner-only), unless a password file was given."""
+        password = getattr(self._manager, "_password", None)
+        if password and not self._opts.get("password"):
+            path = os.path.join(self._dir, "password")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(password)
+            self._opts["password"] = path
 
     def _flags(self) -> list[str]:
         flags = []

@@ -34,6 +34,10 @@ def worker_job(options: dict[str, Any], batch_name: str, worker: str, address: l
     argv += ["--timeout", str(timeout)]
     if factory_name:
         argv += ["--from-factory", factory_name]
+    if options.get("ssl"):
+        argv.append("--ssl")
+    if options.get("password"):
+        argv += ["--password", os.path.abspath(options["password"])]
     if idle_exit:
         argv += ["--idle-timeout", str(timeout)]
     if batch_name == "local" and factory_name:

@@ -58,8 +58,8 @@ OPTIONS: dict[str, Option] = {
     "debug": Option(TEXT, None, help="debug flags (all)"),
     "debug_file": Option(TEXT, None, help="debug log (default: standard error)"),
     "debug_file_size": Option(TEXT, None),
-    "password": Option(TEXT, None, help="password file (not supported yet)"),
-    "ssl": Option(FLAG, False, help="workers use TLS (not supported yet)"),
+    "password": Option(TEXT, None, help="password file the workers (and the factory) use"),
+    "ssl": Option(FLAG, False, help="the manager uses TLS: so do the workers and the factory"),
     "autosize": Option(FLAG, False, True, "size workers to their batch slot"),
     "capacity": Option(FLAG, False, True),
     "run_factory_as_manager": Option(FLAG, False),
@@ -75,8 +75,6 @@ OPTIONS: dict[str, Option] = {
     "mesos_preload": Option(TEXT, None),
 }
 DYNAMIC = frozenset(name for name, o in OPTIONS.items() if o.dynamic)
-REFUSED = {"password": "worker passwords arrive with the security work",
-           "ssl": "TLS arrives with the security work"}
 
 
 def flag_name(name: str) -> str:

@@ -29,15 +29,21 @@ class Reading:
 
 
 class DirectTarget:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, ssl: bool = False,
+                 password: bytes | None = None) -> None:
         self.host, self.port = host, int(port)
+        self.ssl, self.password = ssl, password
+
+    def _query(self, request: str) -> list[dict]:
+        return query_manager(self.host, self.port, request, QUERY_TIMEOUT, self.ssl,
+                             self.password)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
     def read(self) -> Reading:
         try:
-            return Reading(query_manager(self.host, self.port, "manager_status", QUERY_TIMEOUT))
+            return Reading(self._query("manager_status"))
         except StatusError as e:
             silent = isinstance(e.__cause__, TimeoutError)
             return Reading(None, not silent, str(e))
@@ -45,7 +51,7 @@ class DirectTarget:
     def workers_of(self, factory_name: str) -> int | None:
         """How many workers from ``factory_name`` are connected (None: no answer)."""
         try:
-            rows = query_manager(self.host, self.port, "worker_status", QUERY_TIMEOUT)
+            rows = self._query("worker_status")
         except StatusError:
             return None
         return sum(1 for r in rows if r.get("factory_name") == factory_name)
@@ -59,9 +65,11 @@ class NamedTarget:
     asked directly for their status: a catalog record can be a minute old."""
 
     def __init__(self, pattern: str, catalog: str | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 password: bytes | None = None) -> None:
         re.compile(pattern)  # a bad pattern fails at start, not in the loop
         self.pattern, self.catalog, self.clock = pattern, catalog, clock
+        self.password = password
         self.hosts = catalog_hosts(catalog)
         self.found: list[dict] = []
         self.found_at = float("-inf")
@@ -78,7 +86,7 @@ class NamedTarget:
             self.found_at = self.clock()
         if not self.found:
             return Reading(None, True, f"no manager named {self.pattern!r} in the catalog")
-        records = [r for r in map(_fresh, self.found) if r is not None]
+        records = [r for r in (_fresh(f, self.password) for f in self.found) if r is not None]
         if not records:
             return Reading(None, True, f"the managers named {self.pattern!r} in the catalog "
                                        "refuse connections: they are gone")
@@ -94,7 +102,7 @@ class NamedTarget:
         return args
 
 
-def _fresh(record: dict) -> dict | None:
+def _fresh(record: dict, password: bytes | None) -> dict | None:
     """The manager's own status if it answers at once; its catalog record if it is silent
     (busy, or not reachable from here); None if every address refuses (it is gone: the
     catalog keeps records long after their manager ends)."""
@@ -102,7 +110,8 @@ def _fresh(record: dict) -> dict | None:
     refused = 0
     for host, port in addresses:
         try:
-            rows = query_manager(host, port, "manager_status", DIRECT_TIMEOUT)
+            rows = query_manager(host, port, "manager_status", DIRECT_TIMEOUT,
+                                 bool(record.get("ssl")), password)
         except StatusError as e:
             refused += isinstance(e.__cause__, ConnectionRefusedError)
             continue

@@ -45,6 +45,7 @@ from .messages import (
     TaskMsg,
     TransferHostPort,
     TransferPort,
+    TransferSecret,
     Unlink,
     Update,
 )
@@ -58,5 +59,6 @@ __all__ = [
     "Kill", "LocalProtocolError", "MiniTaskMsg", "Mount", "PeerGet", "ProtocolError", "Put",
     "PutUrl", "Release", "RemoteProtocolError", "Resources", "SendResults", "SendStdout",
     "StatusRequest", "Stdout", "SymlinkItem", "TaskBody", "TaskMsg", "TransferHostPort",
+    "TransferSecret",
     "TransferPort", "Unlink", "Update", "parse_number", "url_decode", "url_encode",
 ]

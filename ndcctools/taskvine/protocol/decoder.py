@@ -200,6 +200,7 @@ FROM_MANAGER: dict[str, Handler] = {
     "check": _bare(m.Check),
     "release": _bare(m.Release),
     "exit": _bare(m.Exit),
+    "transfer-secret": _one(m.TransferSecret),
     **ITEMS,
 }
 

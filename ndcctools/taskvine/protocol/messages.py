@@ -306,6 +306,17 @@ class Exit:
         return b"exit\n"
 
 
+@dataclass(frozen=True, slots=True)
+class TransferSecret:
+    """``transfer-secret <hex>`` (ours, sent only to workers of ours that asked with ``info
+    transfer-auth``): the run's secret that peers must prove they hold (``security.py``)."""
+
+    secret: str
+
+    def encode(self) -> bytes:
+        return f"transfer-secret {_token(self.secret)}\n".encode()
+
+
 # --------------------------------------------------------------------------- worker -> manager
 
 

@@ -16,12 +16,12 @@ from ndcctools.taskvine.factory.options import (
     FLAG,
     LIST,
     OPTIONS,
-    REFUSED,
     convert,
     flag_name,
     read_config,
 )
 from ndcctools.taskvine.factory.target import DirectTarget, NamedTarget
+from ndcctools.taskvine.security import read_password_file
 
 SHORT = {"batch_type": ["-T"], "manager_name": ["-M", "--master-name"], "catalog": ["-C"],
          "timeout": ["-t"], "extra_options": ["-E"], "batch_options": ["-B"],
@@ -47,9 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         else:
             ap.add_argument(*flags, dest=name, help=option.help)
     args = ap.parse_args(argv)
-    for name, why in REFUSED.items():
-        if getattr(args, name):
-            ap.error(f"{flag_name(name)} is not supported yet: {why}")
     try:
         for name in OPTIONS:
             setattr(args, name, convert(name, getattr(args, name)))
@@ -58,7 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def target_of(args: argparse.Namespace) -> DirectTarget | NamedTarget:
+def target_of(args: argparse.Namespace,
+              options: dict[str, Any] | None = None) -> DirectTarget | NamedTarget:
+    """The managers to serve; with ``options`` (``ssl``, ``password``) also how to ask them."""
+    options = options or {}
+    password = read_password_file(options["password"]) if options.get("password") else None
     words = args.address
     if len(words) == 1 and ":" in words[0]:
         words = words[0].rsplit(":", 1)
@@ -67,9 +68,9 @@ def target_of(args: argparse.Namespace) -> DirectTarget | NamedTarget:
     host = args.manager_host or (words[0] if words else None)
     port = args.manager_port or (int(words[1]) if words else None)
     if host and port:
-        return DirectTarget(host, port)
+        return DirectTarget(host, port, bool(options.get("ssl")), password)
     if args.manager_name:
-        return NamedTarget(args.manager_name, args.catalog)
+        return NamedTarget(args.manager_name, args.catalog, password=password)
     raise ValueError("say which manager to serve: HOST PORT, --manager-host/--manager-port, "
                      "or -M NAME")
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.config_file:
             options.update(read_config(args.config_file))
-        target = target_of(args)
+        target = target_of(args, options)
         batch = batch_system(args.batch_type)
         batch.check()
         workdir = args.scratch_dir or tempfile.mkdtemp(

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..catalog import CatalogError, catalog_hosts, find_managers, query
+from ..security import read_password_file
 from ..status_client import StatusError, query_manager
 
 Column = tuple[str, Callable[[dict], Any]]
@@ -107,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     show.add_argument("-R", "--resources", dest="show", action="store_const",
                       const="resources", help="resources of the connected workers")
     ap.add_argument("--json", action="store_true", help="print the JSON records")
+    ap.add_argument("--ssl", action="store_true", help="the manager uses TLS")
+    ap.add_argument("-P", "--password", metavar="FILE",
+                    help="the manager's password file")
     ap.add_argument("-t", "--timeout", type=float, default=30.0, metavar="SECONDS",
                     help="give up on an answer after this long (default 30)")
     ap.add_argument("-v", "--version", action="version", version=f"vine_status {__version__}")
@@ -150,7 +154,11 @@ def from_catalog(args: argparse.Namespace) -> list[dict]:
 
 def from_manager(args: argparse.Namespace) -> list[dict]:
     host, port = args.manager
-    rows = query_manager(host, port, DIRECT[args.show][0], args.timeout)
+    try:
+        password = read_password_file(args.password) if args.password else None
+    except (OSError, ValueError) as e:
+        raise StatusError(f"cannot read the password file: {e}") from e
+    rows = query_manager(host, port, DIRECT[args.show][0], args.timeout, args.ssl, password)
     if args.show in (None, "resources"):
         for r in rows:
             r.setdefault("name", host)

@@ -10,6 +10,12 @@ order), writing into ``<workspace>/transfer/<cachename>``. Sources:
   symlinks);
 * ``http``, ``https``, ``ftp``, ``file`` URLs: fetched with ``urllib``.
 
+Before asking a peer, the fetcher proves it knows the ``PeerKey`` (the ``--password``, or
+the manager's transfer secret) with the exchange of protocol spec §2.2, as the peer's
+transfer server demands then. Sources named ``workerip+noauth://`` or ``worker+noauth://``
+are peers that cannot authenticate (upstream workers, as our manager marks them): they are
+asked like ``workerip://``/``worker://``, without the exchange.
+
 A finished download is put on a queue and a byte is written to a pipe that the session's
 selector watches; the session then calls ``collect()`` and moves the object into the cache
 (or reports ``cache-invalid`` with the error text).
@@ -30,10 +36,14 @@ from urllib.parse import unquote, urlsplit
 
 from .. import protocol as p
 from ..items import ItemReceiver, UnsafeName, check_component, remove_tree
+from ..security import HANDSHAKE_TIMEOUT, exchange_blocking
 from ..transport import Splicer, set_io_timeout
+from .transfer_server import PeerKey
 
 CONNECT_TIMEOUT = 30.0
 IO_TIMEOUT = 300.0
+PEER_SCHEMES = {"workerip": True, "worker": True,  # scheme -> whether to authenticate
+                "workerip+noauth": False, "worker+noauth": False}
 
 
 @dataclass(slots=True)
@@ -45,8 +55,9 @@ class Fetched:
 
 
 class Fetcher:
-    def __init__(self, transfer_dir: str, max_active: int = 10):
+    def __init__(self, transfer_dir: str, max_active: int = 10, key: PeerKey | None = None):
         self.transfer_dir = transfer_dir
+        self.key = key or PeerKey()
         self.max_active = max_active
         self.waiting: deque[p.PutUrl] = deque()
         self.active: dict[str, p.PutUrl] = {}  # cachename -> request being downloaded
@@ -122,7 +133,7 @@ class Fetcher:
         remove_tree(path)
         error = None
         try:
-            download(msg.url, msg.cachename, path)
+            download(msg.url, msg.cachename, path, self.key.current())
             if msg.mode and not os.path.isdir(path) and not os.path.islink(path):
                 os.chmod(path, msg.mode & 0o777)
         except (OSError, ValueError, UnsafeName, p.RemoteProtocolError) as e:
@@ -132,13 +143,15 @@ class Fetcher:
         os.write(self._wake_w, b"x")
 
 
-def download(url: str, cachename: str, dest: str) -> None:
-    """Fetch ``url`` into ``dest`` (a file, or a tree for peer objects)."""
+def download(url: str, cachename: str, dest: str, password: bytes | None = None) -> None:
+    """Fetch ``url`` into ``dest`` (a file, or a tree for peer objects); ``password``: what
+    to prove to a peer that authenticates."""
     parts = urlsplit(url)
-    if parts.scheme in ("workerip", "worker"):
+    if parts.scheme in PEER_SCHEMES:
         if not parts.hostname or not parts.port:
             raise ValueError(f"peer URL {url!r} has no host:port")
-        fetch_from_peer(parts.hostname, parts.port, unquote(parts.path.lstrip("/")), dest)
+        fetch_from_peer(parts.hostname, parts.port, unquote(parts.path.lstrip("/")), dest,
+                        password if PEER_SCHEMES[parts.scheme] else None)
     elif parts.scheme == "file":
         shutil.copyfile(unquote(parts.path), dest)
     elif parts.scheme in ("http", "https", "ftp"):
@@ -148,10 +161,14 @@ def download(url: str, cachename: str, dest: str) -> None:
         raise ValueError(f"unsupported URL scheme in {url!r}")
 
 
-def fetch_from_peer(host: str, port: int, name: str, dest: str) -> None:
-    """Receive cache object ``name`` from a peer's transfer server into ``dest``."""
+def fetch_from_peer(host: str, port: int, name: str, dest: str,
+                    password: bytes | None = None) -> None:
+    """Receive cache object ``name`` from a peer's transfer server into ``dest``, first
+    passing the password exchange if ``password`` is given."""
     check_component(name)
     with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as sock:
+        if password is not None:
+            exchange_blocking(sock, password, HANDSHAKE_TIMEOUT)
         set_io_timeout(sock, IO_TIMEOUT)
         sock.sendall(f"get {name}\n".encode())
         receive_item(sock, dest, f"{host}:{port}")

@@ -17,6 +17,16 @@ same workspace (one killed, say) must never get in the way. On exit the workspac
 unless ``--keep-workspace``, except for cache objects of level ``forever``, which the next
 worker started on the same workspace announces.
 
+Connection set-up (protocol spec §2): TCP, then TLS (with ``--ssl`` or ``--tls-sni``, or
+when the manager's catalog record says ``"ssl": true``; no certificate checks; SNI is
+``--tls-sni``, else the host name the worker was given), then the password exchange (with
+``--password``), then the hello. A manager that refuses us (wrong password, TLS on one side
+only, a password on one side only) counts as unreachable: the reason is logged once per
+distinct reason, the worker retries with the same back-off, and gives up after ``--timeout``.
+A manager that turns the hello away (it asks for a password, answers with TLS, or hangs
+up at once without a word, as a TLS manager does: ``Session``) refuses us too, but ends a
+``--single-shot`` worker, as upstream.
+
 Every process group the worker starts is registered with a reaper process (``reaper.py``),
 which kills them if the worker dies without doing so itself.
 """
@@ -36,7 +46,7 @@ import tempfile
 import time
 import traceback
 
-from .. import __version__, transport
+from .. import __version__, security, transport
 from ..catalog import catalog_hosts
 from ..items import remove_tree
 from . import reaper
@@ -47,14 +57,9 @@ from .log import WorkerLog
 from .resources import Ledger, detect
 from .sandbox import WorkspaceGuard
 from .session import Session, SessionConfig
-from .transfer_server import TransferServer, parse_port_spec
+from .transfer_server import PeerKey, TransferServer, parse_port_spec
 
 STABLE_SESSION = 30.0  # seconds: a session this long resets the reconnection back-off
-
-UNSUPPORTED = {
-    "password": "-P/--password arrives with a later issue",
-    "ssl": "--ssl arrives with a later issue",
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,13 +98,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="how to reach a manager found with -M (default: as it prefers)")
     ap.add_argument("--from-factory", metavar="NAME",
                     help="the factory that started this worker (told to the manager)")
-    ap.add_argument("--password", "-P")
-    ap.add_argument("--ssl", action="store_true")
+    ap.add_argument("--password", "-P", metavar="FILE",
+                    help="prove to the manager and to peers that we know this file's bytes")
+    ap.add_argument("--ssl", action="store_true", help="talk to the manager over TLS")
+    ap.add_argument("--tls-sni", metavar="NAME",
+                    help="TLS, telling the manager this server name (SNI)")
     ap.add_argument("--version", "-v", action="version", version=f"vine_worker {__version__}")
     args, unknown = ap.parse_known_args(argv)
-    for name, why in UNSUPPORTED.items():
-        if getattr(args, name):
-            ap.error(f"{why}; this worker cannot honour it yet")
+    args.password_bytes = None
+    if args.password is not None:
+        try:
+            args.password_bytes = security.read_password_file(args.password)
+        except (OSError, ValueError) as e:
+            ap.error(f"--password {args.password}: {e}")
     try:
         parse_port_spec(args.transfer_port)
     except ValueError as e:
@@ -142,13 +153,72 @@ def default_workspace() -> str:
     return os.path.join(base, f"worker-{os.getuid()}-{os.getpid()}")
 
 
-def connect(addresses: list[tuple[str, int]], timeout: float = 10) -> socket.socket | None:
-    for host, port in addresses:
+class Refusals:
+    """Why managers would not have us: each distinct reason is logged once (an operator
+    must see it; a worker retrying all night must not repeat it every few seconds)."""
+
+    def __init__(self, log: WorkerLog):
+        self._log = log
+        self._seen: set[str] = set()
+
+    def __call__(self, reason: str) -> None:
+        if reason not in self._seen:
+            self._seen.add(reason)
+            self._log.error(reason)
+
+
+def connect(where: ByName | Fixed, args: argparse.Namespace, refused: Refusals,
+            timeout: float = 10) -> socket.socket | None:
+    """The first manager of ``where`` that answers and accepts us, set up (TLS, password)
+    and ready for the hello; ``None`` if none does (refusals are reported to ``refused``)."""
+    for host, port in where.addresses():
         try:
-            return socket.create_connection((host, port), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
         except OSError:
             continue
+        try:
+            return set_up(sock, host, where.uses_tls((host, port)), args)
+        except OSError as e:  # AuthError, TLSFailure
+            refused(refusal(f"{host}:{port}", e))
     return None
+
+
+def set_up(sock: socket.socket, host: str, tls: bool, args: argparse.Namespace
+           ) -> socket.socket:
+    """TLS if asked for, then the password exchange if we have a password (§2.1, §2.2);
+    the connection is closed if either fails."""
+    try:
+        if tls or args.ssl or args.tls_sni:
+            try:
+                sock = security.wrap_client(sock, args.tls_sni or host)
+            except OSError as e:  # ssl.SSLError included
+                raise TLSFailure(e) from e
+        if args.password_bytes is not None:
+            try:
+                security.exchange_blocking(sock, args.password_bytes)
+            except security.AuthError:
+                raise
+            except OSError as e:
+                raise security.AuthError(f"the connection broke during the exchange ({e})"
+                                         ) from e
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class TLSFailure(ConnectionError):
+    """The TLS handshake with the manager failed."""
+
+
+def refusal(address: str, error: Exception) -> str:
+    """The reason to log (once) for a manager that did not let us in."""
+    if isinstance(error, TLSFailure):
+        return (f"manager {address}: TLS handshake failed ({error.__cause__}); "
+                "does it use TLS?")
+    if isinstance(error, security.AuthError):
+        return f"manager {address}: password exchange failed: {error}"
+    return f"manager {address}: connection set-up failed: {error}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,17 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         features=tuple(args.feature), idle_timeout=args.idle_timeout,
         parent_pid=os.getppid() if args.parent_death else 0,
         end_time=int(time.time() + args.wall_time) if args.wall_time > 0 else 0,
-        factory_name=args.from_factory or "")
+        factory_name=args.from_factory or "", peer_key=PeerKey(args.password_bytes))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log(f"workspace {workspace}; offering {total}")
     cache = Cache(workspace)
     config.guard = WorkspaceGuard(workspace, cache.dir)
-    server = TransferServer(cache, args.transfer_port, log)
+    server = TransferServer(cache, args.transfer_port, log, config.peer_key)
     config.transfer_port = server.port
     reaper.start(workspace)
     status = 1
     try:
-        status = serve(args, config, cache, Fetcher(cache.transfer_dir), Ledger(total), log)
+        fetcher = Fetcher(cache.transfer_dir, key=config.peer_key)
+        status = serve(args, config, cache, fetcher, Ledger(total), log)
     finally:
         server.close()
         reaper.stop()
@@ -210,7 +281,8 @@ def remove_workspace(workspace: str, cache: Cache) -> None:
 def locator(args: argparse.Namespace, log: WorkerLog) -> ByName | Fixed:
     """Where to look for managers: ``.addresses()`` gives the ones to try now."""
     if args.manager_name is not None:
-        return ByName(args.manager_name, args.catalog, args.connection_mode, log)
+        return ByName(args.manager_name, args.catalog, args.connection_mode, log,
+                      tls_only=args.ssl or bool(args.tls_sni))
     return Fixed(args.managers)
 
 
@@ -220,27 +292,23 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher
     backoff = 1.0
     last_contact = time.monotonic()
     where = locator(args, log)
+    refused = Refusals(log)
     while True:
-        sock = connect(where.addresses())
-        if sock is None:
+        sock = connect(where, args, refused)
+        began = time.monotonic()
+        outcome = "unreachable" if sock is None else run_session(
+            sock, args, where, config, cache, fetcher, ledger, log, refused)
+        if outcome == "unreachable":
             if time.monotonic() - last_contact > args.timeout:
                 log.error(f"no manager for {args.timeout:.0f}s: exiting")
                 return 0
             if config.parent_pid and os.getppid() != config.parent_pid:
                 log.error("parent process is gone: exiting")
                 return 0
-            log(f"cannot reach {where}; retrying in {backoff:.0f}s")
+            log(f"no manager at {where} would take us; retrying in {backoff:.0f}s")
             time.sleep(backoff)
             backoff = min(backoff * 2, args.max_backoff)
             continue
-        log(f"connected to {sock.getpeername()}")
-        began = time.monotonic()
-        try:
-            outcome = Session(sock, config, cache, fetcher, ledger, log).run()
-        except Exception:
-            log.error(f"session with {where} failed:\n{traceback.format_exc()}")
-            sock.close()
-            outcome = "broken" if config.guard and config.guard.trouble() else "lost"
         last_contact = time.monotonic()
         if outcome == "broken":
             return 1
@@ -252,6 +320,29 @@ def serve(args: argparse.Namespace, config: SessionConfig, cache: Cache, fetcher
             log(f"reconnecting in {backoff:.0f}s")
             time.sleep(backoff)
             backoff = min(backoff * 2, args.max_backoff)
+
+
+def run_session(sock: socket.socket, args: argparse.Namespace, where: ByName | Fixed,
+                config: SessionConfig, cache: Cache, fetcher: Fetcher, ledger: Ledger,
+                log: WorkerLog, refused: Refusals) -> str:
+    """One session; its outcome, or "unreachable" if the manager turned us away."""
+    try:
+        host, port = sock.getpeername()[:2]
+        peer = f"{host}:{port}"
+    except OSError:  # already reset
+        peer = str(where)
+    log(f"connected to {peer}")
+    try:
+        session = Session(sock, config, cache, fetcher, ledger, log)
+        outcome = session.run()
+    except Exception:
+        log.error(f"session with {where} failed:\n{traceback.format_exc()}")
+        sock.close()
+        return "broken" if config.guard and config.guard.trouble() else "lost"
+    if outcome == "refused":  # after the hello: a --single-shot worker is done (as upstream)
+        refused(f"manager {peer}: {session.end_reason}")
+        return "lost" if args.single_shot else "unreachable"
+    return outcome
 
 
 if __name__ == "__main__":

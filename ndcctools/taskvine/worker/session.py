@@ -9,20 +9,37 @@ asynchronous messages are queued in one outbox and sent once per turn of the loo
 Task lifecycle here: queued (received, waiting for room) → running (process alive) →
 done (``complete`` sent, sandbox kept for ``send_stdout``/``get``) → gone (``kill``).
 Outputs are moved into the cache, with a ``cache-update`` each, before ``complete``.
+
+Over TLS (the socket is an ``ssl.SSLSocket``) everything still goes through this loop:
+``transport.receive`` also drains the records OpenSSL has already decrypted (``select``
+cannot see those), and file contents of a ``put`` arrive as ``Data`` events instead of being
+spliced. A manager that turns us away before the hello is answered ends the session as
+"refused" (``end_reason`` says why; the caller logs it): it asks for a password we lack
+(``auth password sha1``), it answers our plain hello with TLS, or it hangs up within
+``SILENT_DROP`` seconds without a whole message (as a TLS manager does with a plain hello).
+
+Transfer secret: a worker without ``--password`` asks for one in its hello (``info
+transfer-auth 1``); the manager's ``transfer-secret`` then becomes what peers must prove on
+the transfer port (``config.peer_key``). A secret from an earlier session stays in force
+until the new manager's first message, which either replaces it or, if it is anything else,
+shows that this manager gives none, and the transfer port is open again.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
+import re
 import selectors
 import shutil
 import socket
+import ssl
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
@@ -39,15 +56,17 @@ from ..items import (
     tree_size,
 )
 from ..resources import Resources
-from ..transport import Outbox, SinkError, Splicer
+from ..security import AUTH_LINE, TRANSFER_AUTH_INFO
+from ..transport import Outbox, SinkError, Splicer, receive
 from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .libraries import LibraryError, LibraryProcess
 from .log import WorkerLog
 from .process import collect, exit_status, kill_group, spawn, task_environment
-from .pyfork import ForkServer, python_task_argv
+from .pyfork import ForkServer, python_task_argv, server_key
 from .resources import MB, Ledger
 from .sandbox import Sandbox, SandboxPool, WorkspaceGuard
+from .transfer_server import PeerKey
 
 RESULT_INPUT_MISSING = 1
 RESULT_MAX_END_TIME = 24
@@ -65,6 +84,9 @@ DISK_CHECK_INTERVAL = 5.0  # seconds between measurements of sandboxes with a di
 UPDATE_CHUNK = 1 << 20  # at most this many bytes of one watched file per ``update``
 CALL_INFILE = "infile"  # a function call's arguments, in its sandbox
 CALL_OUTFILE = "outfile"  # a function call's result, in its sandbox
+TLS_RECORD_STARTS = (b"\x15\x03", b"\x16\x03")  # a TLS alert or handshake record
+SILENT_DROP = 2.0  # seconds: a manager that hangs up this soon, without a word, refused us
+SECRET_FORM = re.compile(r"[0-9a-fA-F]{32,256}")  # a transfer secret we accept
 
 
 @dataclass
@@ -78,6 +100,7 @@ class SessionConfig:
     transfer_port: int = 0  # 0: no transfer server
     guard: WorkspaceGuard | None = None  # whether the workspace is still ours (None: unchecked)
     factory_name: str = ""  # --from-factory: the factory that started this worker
+    peer_key: PeerKey = field(default_factory=PeerKey)  # shared with transfer server, fetcher
 
 
 class TaskRun:
@@ -130,9 +153,10 @@ class Session:
         self.cache = cache
         self.ledger = ledger
         self.log = log
+        self.tls = isinstance(sock, ssl.SSLSocket)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        trace = (lambda line: log(f"rx: {line}")) if log.enabled else None
+        trace = (lambda line: log(f"rx: {_hide_secret(line)}")) if log.enabled else None
         self.decoder = p.Decoder("manager", trace=trace)
         self.outbox = Outbox()
         self.splicer = Splicer()
@@ -149,6 +173,11 @@ class Session:
         self.failed_objects: set[str] = set()  # could not be stored, fetched or built here
         self.spent: list[Sandbox] = []  # no longer needed: recycled once replies are out
         self.ended: str | None = None
+        self.end_reason = ""
+        self.began = time.monotonic()
+        self.heard = False  # a whole message came from the manager
+        self.received_any = False
+        self.keyed = False  # the transfer secret of this session is settled
         self.last_task_id = 0
         self.idle_since = time.monotonic()  # also when we last asked to leave for idleness
         self.results_announced = False  # ``available_results`` sent, ``send_results`` not yet
@@ -156,7 +185,7 @@ class Session:
         self.next_disk_check = time.monotonic() + DISK_CHECK_INTERVAL
         self.trimmed = (0, 0)  # (cache bytes, committed disk) at the last trim_cache()
         self.libraries: dict[int, LibraryProcess] = {}  # library task id -> process
-        self.forks: dict[str, ForkServer] = {}  # python3 path -> its fork server
+        self.forks: dict[tuple, ForkServer] = {}  # (python3, environment): pyfork.server_key
         self.pythons: dict[str | None, str | None] = {}  # task PATH -> its python3
         self.forked: dict[int, TaskRun] = {}  # fork request id -> task
         self.fork_serial = 0
@@ -169,8 +198,13 @@ class Session:
         self.flush()
         try:
             while self.ended is None:
+                if self.tls and self.sock.pending():  # decrypted bytes select() cannot see
+                    self.on_readable()
+                    if self.ended is not None:
+                        break
                 registered = self.sel.get_map()
-                for key, _ in self.sel.select(self.next_timeout()):
+                pending = self.tls and self.sock.pending()
+                for key, _ in self.sel.select(0 if pending else self.next_timeout()):
                     if registered.get(key.fileobj) is not key:
                         continue  # closed by an event handled before it in this batch
                     if key.data is None:
@@ -201,18 +235,25 @@ class Session:
             self.splice_content()
             return
         try:
-            data = self.sock.recv(1 << 20)
+            data = receive(self.sock)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as e:
-            self.end("lost", f"connection error: {e}")
+        except OSError as e:  # ssl.SSLError included
+            self.hung_up(f"connection error: {e}")
             return
         if not data:
-            self.end("lost", "manager closed the connection")
+            self.hung_up("manager closed the connection")
             return
+        if not self.received_any:
+            self.received_any = True
+            if self.turned_away(data):
+                return
         self.decoder.feed(data)
         try:
             while self.ended is None and (event := self.decoder.next_event()) is not None:
+                self.heard = True
+                if not self.keyed:
+                    self.settle_key(event)
                 handler = HANDLERS.get(type(event))
                 if handler is not None:
                     handler(self, event)
@@ -226,10 +267,35 @@ class Session:
             self.end("lost", f"a message from the manager could not be handled:\n"
                      f"{traceback.format_exc()}")
 
+    def hung_up(self, reason: str) -> None:
+        """The manager closed the connection: at once and without a word, it refused us."""
+        if not self.heard and time.monotonic() - self.began < SILENT_DROP:
+            self.end("refused", "hung up before saying anything (does it use TLS, or a "
+                                "password?)")
+        else:
+            self.end("lost", reason)
+
+    def turned_away(self, data: bytes) -> bool:
+        """Whether the manager's first bytes say it will not have us (it wants a password,
+        or TLS); the session then ends "refused"."""
+        if data[:len(AUTH_LINE)] == AUTH_LINE[:len(data)]:
+            why = ("this manager requires a password (see --password)"
+                   if self.config.peer_key.password is None else
+                   "this manager started a second password exchange")
+        elif data.startswith(TLS_RECORD_STARTS) and not self.tls:
+            why = "this manager answered with TLS (see --ssl)"
+        else:
+            return False
+        self.end("refused", why)
+        return True
+
     def end(self, outcome: str, reason: str) -> None:
+        """The session is over; "refused" ones are left to the caller to log."""
         if self.ended is None:
             self.ended = outcome
-            self.log(f"session ends ({outcome}): {reason}")
+            self.end_reason = reason
+            if outcome != "refused":
+                self.log(f"session ends ({outcome}): {reason}")
 
     def send(self, msg: Any) -> None:
         data = msg.encode()
@@ -270,6 +336,8 @@ class Session:
                           platform.system() or "Linux", platform.machine() or "x86_64",
                           __version__))
         self.send(p.Info("worker-id", c.worker_id))
+        if c.peer_key.password is None:
+            self.send(p.Info(TRANSFER_AUTH_INFO, "1"))
         for update in self.cache.announcements():
             self.send(update)
         for feature in c.features:
@@ -487,9 +555,10 @@ class Session:
         python = self.pythons[search]
         if python is None:
             return False
-        server = self.forks.get(python)
+        key = server_key(python, env, self.forks)
+        server = self.forks.get(key)
         if server is None:
-            server = self.forks[python] = ForkServer(python)
+            server = self.forks[key] = ForkServer(python, env=env if key[1] is not None else None)
             self.sel.register(server.sock, selectors.EVENT_READ, FORKS)
         if not server.alive:
             return False
@@ -819,7 +888,13 @@ class Session:
                                         f"{self.receiving[0].cachename}")
         dest = self.cache.receiving_path(msg.cachename)
         memory_max = msg.size if self.cache.fits_in_memory(msg.size, msg.level) else -1
-        self.receiving = (msg, ItemReceiver(dest, memory_max), int(time.time() * 1e6))
+        receiver = ItemReceiver(dest, memory_max)
+        if memory_max < 0:
+            free = shutil.disk_usage(self.cache.dir).free
+            if msg.size > free:  # refused whole, not after filling the disk
+                receiver.fail(OSError(errno.ENOSPC, f"{msg.size} bytes announced, "
+                                                    f"{free} bytes of disk free"))
+        self.receiving = (msg, receiver, int(time.time() * 1e6))
 
     def receive_item(self, event: Any) -> None:
         msg, receiver, start_us = self.receiving
@@ -950,6 +1025,24 @@ class Session:
                     done.error = f"error storing {msg.url}: {e}\n"
             self.object_failed(msg.cachename, done.error, msg.transfer_id)
 
+    # ------------------------------------------------------------------ transfer secret
+    def settle_key(self, first: Any) -> None:
+        """The manager's first message settles this session's transfer secret: it is one,
+        or this manager gives none (the secret of an earlier session is dropped)."""
+        self.keyed = True
+        if not isinstance(first, p.TransferSecret):
+            self.config.peer_key.secret = None
+
+    def on_transfer_secret(self, msg: p.TransferSecret) -> None:
+        key = self.config.peer_key
+        if key.password is not None:
+            self.log("transfer secret ignored: peers use the --password")
+            return
+        if not SECRET_FORM.fullmatch(msg.secret):
+            raise p.RemoteProtocolError("a transfer secret must be 32 to 256 hex digits")
+        key.secret = msg.secret.encode()
+        self.log("transfer port: peers must now prove they hold the manager's secret")
+
     # ------------------------------------------------------------------ mini tasks
     def on_minitask(self, msg: p.MiniTaskMsg) -> None:
         """Queue the recipe that builds cache object ``msg.cachename`` (protocol spec §8.4)."""
@@ -1073,6 +1166,11 @@ def set_deadline(run: TaskRun) -> None:
         run.deadline = min(deadlines)
 
 
+def _hide_secret(line: str) -> str:
+    """A received line for the debug log, with a transfer secret blanked out."""
+    return "transfer-secret (hidden)" if line.startswith("transfer-secret") else line
+
+
 def _sandbox_name(msg: p.TaskMsg) -> str:
     body = msg.body
     if msg.task_id < 0:
@@ -1098,4 +1196,5 @@ HANDLERS: dict[type, Callable[[Session, Any], None]] = {
     p.Exit: lambda s, m: s.end("exit", "told to exit by the manager"),
     p.PutUrl: Session.on_puturl,
     p.MiniTaskMsg: Session.on_minitask,
+    p.TransferSecret: Session.on_transfer_secret,
 }

@@ -16,6 +16,12 @@ go within ``send_deadline(size)``; a watchdog thread shuts the connection down w
 passes, which ends a ``sendfile`` blocked in the kernel at once (a deadline checked between
 calls would not bound one call that keeps making a little progress).
 
+Who may fetch (``PeerKey``): with ``--password``, a peer must first pass the password
+exchange of protocol spec §2.2 (within ``AUTH_TIMEOUT``), as upstream's ``-P``; without one,
+once the manager has handed this worker a transfer secret, the same exchange with the
+secret's bytes as the password. A peer that fails gets nothing of the cache; refusals are
+logged at most once per ``REFUSAL_LOG_INTERVAL`` (with a count of the others).
+
 The server only reads the cache directory; objects enter it by an atomic rename, so a peer
 never sees half of one. An object unlinked while it is being sent is still sent whole (the
 open descriptor keeps it), or the connection breaks and the fetching peer reports a failure.
@@ -28,10 +34,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from .. import protocol as p
 from ..items import FileSegment, UnsafeName, outgoing, outgoing_bytes
 from ..protocol.urlcode import decode as unurl
+from ..security import AuthError, exchange_blocking
 from ..transport import bind_listener, set_io_timeout
 from .cache import Cache
 from .log import WorkerLog
@@ -39,6 +47,8 @@ from .log import WorkerLog
 MAX_CLIENTS = 128
 NAME_MAX = 255  # bytes in a file name: no longer name can be a cache entry
 REQUEST_TIMEOUT = 5.0  # seconds for the whole request line
+AUTH_TIMEOUT = 5.0  # seconds for the whole password exchange (before the request line)
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two log lines about refused peers
 SEND_IDLE_TIMEOUT = 60.0  # seconds one send may make no progress at all
 # The whole object must go within SEND_BASE seconds plus its size at SEND_MIN_RATE: 60 s +
 # 1 s per MiB. A peer slower than 1 MiB/s on a large object is better served by another
@@ -66,10 +76,52 @@ def parse_port_spec(spec: str | None) -> tuple[int, int]:
     return bounds
 
 
+class PeerKey:
+    """What peers prove to each other on transfer connections (both the transfer server and
+    the fetcher read it): the ``--password``, else the transfer secret the manager of the
+    current session gave (``None`` before it does, or if it never does), else nothing."""
+
+    __slots__ = ("password", "secret")
+
+    def __init__(self, password: bytes | None = None):
+        self.password = password
+        self.secret: bytes | None = None
+
+    def current(self) -> bytes | None:
+        """The password to use on a transfer connection now; ``None``: no exchange."""
+        return self.password or self.secret
+
+
+class Throttled:
+    """Logs a recurring complaint at most once per ``interval`` seconds, counting the rest
+    (called from many threads)."""
+
+    def __init__(self, log: WorkerLog, interval: float = REFUSAL_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic):
+        self._log = log
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = float("-inf")
+        self._quiet = 0  # complaints not logged since the last line
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if now < self._next:
+                self._quiet += 1
+                return
+            quiet, self._quiet, self._next = self._quiet, 0, now + self._interval
+        self._log.error(text + (f" ({quiet} more since the last such line)" if quiet else ""))
+
+
 class TransferServer:
-    def __init__(self, cache: Cache, port_spec: str | None, log: WorkerLog):
+    def __init__(self, cache: Cache, port_spec: str | None, log: WorkerLog,
+                 key: PeerKey | None = None):
         self.cache = cache
         self.log = log
+        self.key = key or PeerKey()
+        self._refused = Throttled(log)
         self.listener = bind_listener(parse_port_spec(port_spec), MAX_CLIENTS)
         self.port = self.listener.getsockname()[1]
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
@@ -103,6 +155,8 @@ class TransferServer:
     def _serve(self, conn: socket.socket, addr: tuple) -> None:
         token, entry = 0, None
         try:
+            if not self._admit(conn, addr):
+                return
             name = _read_request(conn, time.monotonic() + REQUEST_TIMEOUT)
             set_io_timeout(conn, SEND_IDLE_TIMEOUT)
             entry = self.cache.objects.get(name)
@@ -118,6 +172,18 @@ class TransferServer:
             self._watchdog.disarm(token)  # before close: the watchdog never sees the fd again
             conn.close()
             self._slots.release()
+
+    def _admit(self, conn: socket.socket, addr: tuple) -> bool:
+        """Whether the peer may ask for something: it passed the exchange, if one is due."""
+        key = self.key.current()
+        if key is None:
+            return True
+        try:
+            exchange_blocking(conn, key, AUTH_TIMEOUT)
+        except (AuthError, OSError) as e:
+            self._refused(f"transfer server: refused {addr[0]}:{addr[1]}: {e}")
+            return False
+        return True
 
     def _send_object(self, conn: socket.socket, name: str) -> None:
         try:
