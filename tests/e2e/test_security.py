@@ -258,6 +258,7 @@ def test_our_workers_get_a_transfer_secret_and_others_do_not(manager):
     assert a.startswith(b"transfer-secret ") and a == b  # one secret per run
     assert len(a.split()[1]) == 64
     assert c == b""
+    assert debug_log(manager).count("does not authenticate peer transfers") == 1
 
 
 def test_silent_and_half_finished_handshakes_are_dropped_and_bounded(manager, monkeypatch):

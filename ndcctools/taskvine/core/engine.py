@@ -920,6 +920,11 @@ class Engine:
             w.total = Resources(msg.cores, msg.memory, msg.disk, msg.gpus)
             if not w.has_resources:
                 self.txn.worker_resources(w.worker_id, msg.cores, msg.memory, msg.disk)
+                if self.transfer_secret is not None and not w.peer_auth:
+                    self.debug.write("vine", f"{w.label()} does not authenticate peer "
+                                     "transfers (an upstream worker?): its transfer port "
+                                     "serves anyone who asks, and our workers fetch from it "
+                                     "without the exchange")
             w.has_resources = True
             self._dirty = True
 
