@@ -577,8 +577,10 @@ class HostileManager:
                                                self.pick([0, 1], p_hostile=0.1), inner)
         targets = [b"f", b"d/../f", b"x/y"]
         if self.evil:
-            targets += [b"../../decoy-g.txt", str(self.w.decoys[1]).encode(), b"/etc/passwd",
-                        b"a/../../b", b""]
+            # absolute targets are decoys: a worker that wrote through a link it was sent
+            # must damage something this test checks, never the machine's own files
+            targets += [b"../../decoy-g.txt", str(self.w.decoys[1]).encode(),
+                        str(self.w.decoys[0]).encode(), b"a/../../b", b""]
         target = rng.choice(targets)
         return b"symlink %s %s\n%s" % (url(name), self.length(len(target)), target)
 

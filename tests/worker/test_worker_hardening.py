@@ -17,10 +17,11 @@ import pytest
 
 import ndcctools.taskvine as vine
 from ndcctools.taskvine import protocol as p
+from ndcctools.taskvine.items import UnsafeName
 from ndcctools.taskvine.worker import main as worker_main
 from ndcctools.taskvine.worker import reaper
 from ndcctools.taskvine.worker import transfer_server as ts
-from ndcctools.taskvine.worker.cache import Cache
+from ndcctools.taskvine.worker.cache import LEVEL_FOREVER, Cache
 from ndcctools.taskvine.worker.pyfork import ForkServer
 from ndcctools.taskvine.worker.sandbox import Sandbox, SandboxPool
 from tests.conftest import wait_connected, wait_tasks, wait_until
@@ -169,6 +170,26 @@ def server(tmp_path, monkeypatch):
     srv.cache = cache
     yield srv
     srv.close()
+
+
+def test_metadata_is_never_written_through_a_planted_link(tmp_path):
+    """A hostile manager once put a ``forever`` object named ``x.meta`` that was a link to a
+    file outside the workspace, then an object ``x``: writing x's metadata followed the link
+    (as root, over /etc/passwd). Names ending in ``.meta`` are refused, and metadata is
+    written through a new file renamed into place."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    cache = Cache(str(tmp_path / "ws"))
+    with pytest.raises(UnsafeName, match="metadata"):
+        cache.path("x.meta")
+    os.symlink(outside, os.path.join(cache.dir, "x.meta"))  # left by an earlier run, say
+    staged = cache.staging_path("x")
+    with open(staged, "wb") as f:
+        f.write(b"data")
+    cache.add("x", staged, LEVEL_FOREVER, 0, 0)
+    assert outside.read_text() == "precious\n"
+    meta = os.path.join(cache.dir, "x.meta")
+    assert not os.path.islink(meta) and "cache_level 3" in open(meta).read()
 
 
 def put_object(cache, name, data):

@@ -30,9 +30,10 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..items import check_component, remove_tree, tree_size, write_all
+from ..items import UnsafeName, check_component, remove_tree, tree_size, write_all
 from ..protocol import CacheUpdate
 
+META = ".meta"  # suffix of an object's metadata file
 TYPE_PUT = 0
 TYPE_TRANSFERRED = 2
 TYPE_MINI_TASK = 5
@@ -78,8 +79,11 @@ class Cache:
         self.bytes = sum(e.size for e in self.objects.values())
 
     def path(self, name: str) -> str:
-        """Where object ``name`` is or would be on disk (see ``file`` to be sure it is)."""
-        return os.path.join(self.dir, check_component(name))
+        """Where object ``name`` is or would be on disk (see ``file`` to be sure it is). A
+        name ending in ``.meta`` is refused: it would be the metadata of another object."""
+        if check_component(name).endswith(META):
+            raise UnsafeName(f"refused cache name {name!r}: metadata files end in {META}")
+        return os.path.join(self.dir, name)
 
     def file(self, name: str) -> str:
         """The path of object ``name`` on disk, writing it out first if it is in memory."""
@@ -150,7 +154,7 @@ class Cache:
                   start_us: int, transfer_id: str = "X") -> CacheUpdate:
         """Keep ``data`` as object ``name`` in memory (the caller checked ``fits_in_memory``);
         returns the ``cache-update`` to send."""
-        check_component(name)
+        self.path(name)  # the same names as on disk are refused
         if name in self.objects:
             self.remove(name)
         now = time.time()
@@ -194,7 +198,7 @@ class Cache:
         path = self.path(name)
         remove_tree(path)
         if entry is None or entry.level >= LEVEL_FOREVER:
-            remove_tree(path + ".meta")
+            remove_tree(path + META)
 
     def clear(self, max_level: int) -> None:
         """Remove every object whose level is at most ``max_level``."""
@@ -207,17 +211,25 @@ class Cache:
         return bool(self.objects)
 
     def _write_meta(self, name: str, mode: int, e: Entry) -> None:
-        with open(self.path(name) + ".meta", "w") as f:
+        """Write ``<name>.meta`` through a new file renamed into place: whatever is at that
+        path (a link a peer planted, say) is replaced, never written through."""
+        path = self.path(name) + META
+        tmp = f"{path}.{os.getpid()}.tmp"
+        remove_tree(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
             f.write(f"type {e.type}\ncache_level {e.level}\nmode 0{mode:o}\nsize {e.size}\n"
                     f"mtime {e.mtime}\ntransfer_time {e.duration}\n"
                     f"transfer_start {e.start_us}\nsource {e.source}\n")
+        remove_tree(path)  # a directory left there would make the rename fail
+        os.replace(tmp, path)
 
     def _load(self) -> None:
         """Keep ``forever`` objects left by an earlier worker; delete everything else."""
         for entry in os.listdir(self.dir):
-            if entry.endswith(".meta"):
+            if entry.endswith(META):
                 continue
-            meta = _read_meta(os.path.join(self.dir, entry + ".meta"))
+            meta = _read_meta(os.path.join(self.dir, entry + META))
             path = os.path.join(self.dir, entry)
             try:
                 if meta is not None and int(meta["cache_level"]) >= LEVEL_FOREVER:
@@ -229,15 +241,15 @@ class Cache:
             except (KeyError, ValueError, OSError):
                 pass
             remove_tree(path)
-            remove_tree(path + ".meta")
+            remove_tree(path + META)
         for entry in os.listdir(self.dir):  # metadata without an object
-            if entry.endswith(".meta") and entry[:-5] not in self.objects:
+            if entry.endswith(META) and entry[:-len(META)] not in self.objects:
                 remove_tree(os.path.join(self.dir, entry))
 
 
 def _read_meta(path: str) -> dict[str, str] | None:
     try:
-        with open(path) as f:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW)) as f:
             return dict(line.rstrip("\n").partition(" ")[::2] for line in f if line.strip())
     except (OSError, UnicodeDecodeError):
         return None
