@@ -37,11 +37,20 @@ def workers_cpu(procs) -> float:
     return total
 
 
+def _task(ex: vine.FuturesExecutor, args: argparse.Namespace, i: int):
+    task = ex.future_task(inc, i)
+    task.set_cores(args.cores)
+    return task
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--chain", type=int, default=200)
     ap.add_argument("--task-mode", default="tasks", choices=("tasks", "function-calls"))
+    ap.add_argument("--cores", type=int, default=1,
+                    help="tasks mode: cores per future, as B2 gives its PythonTasks (0: none "
+                         "set, so each future takes a whole worker, upstream's default)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         ex = vine.FuturesExecutor(port=0, factory=False, task_mode=args.task_mode)
@@ -49,12 +58,14 @@ def main() -> int:
         warm = ex.submit(inc, 0)
         warm.result(60)
         t0, c0, w0 = time.perf_counter(), cpu(), workers_cpu(procs)
-        futures = [ex.submit(inc, i) for i in range(args.n)]
+        futures = [ex.submit(_task(ex, args, i)) if args.task_mode == "tasks" and args.cores
+                   else ex.submit(inc, i) for i in range(args.n)]
         total = sum(f.result() for f in futures)
         took, used = time.perf_counter() - t0, cpu() - c0
         worker_used = workers_cpu(procs) - w0
         assert total == args.n * (args.n + 1) // 2
         print(json.dumps({"bench": f"futures_{args.task_mode}", "n": args.n,
+                          "cores_per_future": args.cores if args.task_mode == "tasks" else 0,
                           "per_s": round(args.n / took, 1),
                           "manager_cpu_ms_per_future": round(used / args.n * 1000, 3),
                           "worker_cpu_ms_per_future": round(worker_used / args.n * 1000, 3),
