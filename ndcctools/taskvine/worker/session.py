@@ -791,7 +791,11 @@ class Session:
                         self.send(self.cache.add_bytes(m.cachename, outfile, 0o644, 0,
                                                        TYPE_PUT, run.start_us))
                         continue
-                    with open(box.output_path(m.path), "wb") as f:
+                    path = box.output_path(m.path)
+                    remove_tree(path)  # whatever is there (a link an input put there): gone
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o644)
+                    with os.fdopen(fd, "wb") as f:
                         f.write(outfile)
                 produced = box.output(m.path)
                 if produced is not None:
