@@ -256,6 +256,25 @@ def test_put_with_an_escaping_name_inside_is_refused_and_the_session_goes_on(fak
     assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
 
 
+def test_a_put_named_like_metadata_closes_the_connection(tmp_path):
+    """As for an escaping name: ``x.meta`` would be the metadata file of object ``x`` (a
+    link there once made the worker write its metadata outside the workspace)."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    fake = FakeManager(tmp_path)  # not single-shot: it must survive and reconnect
+    try:
+        fake.hello()
+        fake.send(p.Put("x.meta", 3, 7).encode() + b"symlink x.meta %d\n" % len(str(victim))
+                  + str(victim).encode())
+        assert fake.closed()
+        assert not os.path.lexists(fake.workspace / "cache" / "x.meta")
+        fake.accept()  # the worker comes back after its back-off
+        assert isinstance(fake.next(), p.Hello)
+        assert victim.read_text() == "mine"
+    finally:
+        fake.close()
+
+
 def test_links_in_a_put_are_kept_as_links_and_never_followed(fake, tmp_path):
     victim = tmp_path / "victim"  # what the link leads to, from a sandbox: ws/task.1/d/s
     victim.write_text("mine")

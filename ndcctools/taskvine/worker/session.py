@@ -955,7 +955,7 @@ class Session:
                                             start_us)
                 self.send(update)
                 return
-            except OSError as e:
+            except (OSError, UnsafeName) as e:
                 error = e
         remove_tree(receiver.dest)
         self.object_failed(msg.cachename, f"worker {self.config.worker_id} cannot store "
@@ -1025,7 +1025,7 @@ class Session:
                                              TYPE_TRANSFERRED, done.start_us, msg.transfer_id,
                                              source=msg.url))
                     continue
-                except OSError as e:
+                except (OSError, UnsafeName) as e:
                     done.error = f"error storing {msg.url}: {e}\n"
             self.object_failed(msg.cachename, done.error, msg.transfer_id)
 
