@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -77,6 +78,25 @@ def wait_until(predicate, timeout=30.0, step=0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(step)
+
+
+def transfer_request(port: int, request: bytes, pause: float = 0.0) -> bytes:
+    """Send ``request`` (in two halves ``pause`` seconds apart) and read the whole reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        half = len(request) // 2 if pause else len(request)
+        s.sendall(request[:half])
+        if pause:
+            time.sleep(pause)
+            s.sendall(request[half:])
+        if not request.endswith(b"\n"):
+            s.shutdown(socket.SHUT_WR)  # no more is coming: do not wait for its timeout
+        reply = b""
+        try:
+            while chunk := s.recv(65536):
+                reply += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return reply
 
 
 def tree_tarball(tmp_path, name, files, suffix=".tar"):

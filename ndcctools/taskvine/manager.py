@@ -834,10 +834,10 @@ class Manager:
         self._engine._dirty = True
 
     def block_host(self, host: str) -> None:
-        self._engine.blocked[host] = 0
+        self._engine.block(host)
 
     def block_host_with_timeout(self, host: str, timeout: float) -> None:
-        self._engine.blocked[host] = time.time() + timeout if timeout >= 1 else 0
+        self._engine.block(host, timeout)
 
     def unblock_host(self, host: str | None = None) -> None:
         if host is None:

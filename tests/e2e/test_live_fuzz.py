@@ -28,7 +28,7 @@ import pytest
 import ndcctools.taskvine as vine
 from ndcctools.taskvine import protocol as p
 from ndcctools.taskvine import security
-from tests.conftest import wait_connected, wait_until
+from tests.conftest import transfer_request, wait_connected, wait_until
 from tests.fuzzing import (
     HOSTILE_NUMBERS,
     NON_UTF8,
@@ -722,23 +722,6 @@ def test_worker_survives_a_hostile_manager(guarded):
 # =========================================================================== transfer port
 
 
-def transfer_request(port: int, request: bytes, pause: float = 0.0) -> bytes:
-    """Send ``request`` (in two halves ``pause`` seconds apart) and read the whole reply."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        half = len(request) // 2 if pause else len(request)
-        s.sendall(request[:half])
-        if pause:
-            time.sleep(pause)
-            s.sendall(request[half:])
-        if not request.endswith(b"\n"):
-            s.shutdown(socket.SHUT_WR)  # no more is coming: do not wait for its timeout
-        reply = b""
-        try:
-            while chunk := s.recv(65536):
-                reply += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return reply
 
 
 def transfer_reply(reply: bytes) -> list:

@@ -23,6 +23,7 @@ import ndcctools.taskvine as vine
 from ndcctools.taskvine import security
 from ndcctools.taskvine.core import admission
 from ndcctools.taskvine.status_client import StatusError, query_manager
+from tests.conftest import transfer_request
 
 PASSWORD = b"correct horse battery staple\n"
 
@@ -379,15 +380,7 @@ def test_a_stranger_reads_nothing_from_a_worker_cache_without_the_secret(manager
     assert holders, "no worker of ours received the transfer secret"
     w = holders[0]
     name = next(n for n in w.cache if n.startswith("file-") or n.startswith("temp-"))
-    with socket.create_connection(("127.0.0.1", w.transfer_port), timeout=10) as sock:
-        sock.sendall(b"get " + name.encode() + b"\n")
-        sock.settimeout(10)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
+    received = transfer_request(w.transfer_port, b"get " + name.encode() + b"\n")
     assert received.startswith(b"auth password sha1\n")
     assert b"file " not in received and len(received) < 200  # no item, no content
 

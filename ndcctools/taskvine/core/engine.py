@@ -185,12 +185,20 @@ class Engine:
         if rec.state == READY:
             self.tasks.finish(rec)
         elif rec.state == RUNNING:
-            w = rec.worker
-            self._free_slot(rec)
-            self._release(rec)
-            self._send(w, p.Kill(rec.task_id))
+            self._kill_on_worker(rec)
             self.tasks.finish(rec)
         return True  # WAITING_RETRIEVAL: finishes as cancelled once its outputs are in
+
+    def block(self, host: str, seconds: float = 0) -> None:
+        """Send no tasks to workers on ``host`` for ``seconds`` (< 1: until unblocked)."""
+        self.blocked[host] = self.clock() + seconds if seconds >= 1 else 0
+
+    def _kill_on_worker(self, rec: TaskRecord) -> None:
+        """Stop running task ``rec`` on its worker and give its resources back there."""
+        w = rec.worker
+        self._free_slot(rec)
+        self._release(rec)
+        self._send(w, p.Kill(rec.task_id))
 
     def forget_file(self, cachename: str, undeclared: bool = True) -> None:
         """Remove a file from the caches of workers where no task uses it (and, when it is
@@ -1082,16 +1090,13 @@ class Engine:
                 self.debug.write("vine", f"task {rec.task_id} has run "
                                  f"{(now_us - started) / 1e6:.1f}s on {w.label()}, more than "
                                  f"{limit / 1e6:.1f}s: trying another worker")
-                self._free_slot(rec)
-                self._release(rec)
-                self._send(w, p.Kill(rec.task_id))
-                w.tasks.pop(rec.task_id, None)
+                self._kill_on_worker(rec)  # its slot and allocation there are free again
                 rec.worker, rec.slow_on = None, w
                 self.tasks.make_ready(rec)
                 w.slow_tasks += 1
             if w.slow_tasks >= 2 and not w.conn.closed:
                 until = self.tuning.option_blocklist_slow_workers_timeout
-                self.blocked[w.hostname] = self.clock() + until if until > 0 else 0
+                self.block(w.hostname, until)
                 self.counters["workers_slow"] += 1
                 self.debug.write("vine", f"{w.label()} was slow twice: disconnected, host "
                                  f"blocked for {until:.0f}s")
