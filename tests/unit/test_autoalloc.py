@@ -11,9 +11,10 @@ from ndcctools.taskvine import cvine
 from ndcctools.taskvine.core import autoalloc
 from ndcctools.taskvine.core.allocation import Policy, allocate
 from ndcctools.taskvine.core.categories import Categories, parse_mode
-from ndcctools.taskvine.core.scheduling import WorkerTimes, parse_scheduler, score
+from ndcctools.taskvine.core.scheduling import parse_scheduler, score
 from ndcctools.taskvine.core.tasks import DONE, READY, RETRIEVED, RUNNING, WAITING_RETRIEVAL
 from ndcctools.taskvine.core.tuning import Tuning
+from ndcctools.taskvine.core.workers import WorkerRecord
 from ndcctools.taskvine.resources import Resources
 
 MODE = SimpleNamespace(**{name[len("VINE_ALLOCATION_MODE_"):].lower(): getattr(cvine, name)
@@ -277,9 +278,10 @@ def test_seed_reads_resource_summaries(tmp_path):
 
 # ---------------------------------------------------------------------- scheduling
 
-class Worker:
-    def __init__(self, cache):
-        self.cache = cache
+def worker_holding(cache):
+    w = WorkerRecord(None, "127.0.0.1:1", 0.0)
+    w.cache = cache
+    return w
 
 
 @pytest.mark.parametrize("text,value", [
@@ -296,19 +298,18 @@ def test_unknown_schedulers_raise(bad):
 
 
 def test_scheduling_scores():
-    times = WorkerTimes()
-    small, big = Worker({"x": 10}), Worker({})
+    small, big = worker_holding({"x": 10}), worker_holding({})
     task = SimpleNamespace(_inputs=[SimpleNamespace(file=SimpleNamespace(_cachename="x"))])
     free_small, free_big = Resources(1, 1000, 500, 0), Resources(4, 1000, 8000, 0)
 
     def best(policy):
         return max([(small, free_small), (big, free_big)],
-                   key=lambda wf: score(policy, task, wf[0], wf[1], times))[0]
+                   key=lambda wf: score(policy, task, wf[0], wf[1]))[0]
     assert best(cvine.VINE_SCHEDULE_FILES) is small
     assert best(cvine.VINE_SCHEDULE_WORST) is big
     assert best(cvine.VINE_SCHEDULE_DISK) is big
-    times.add(small, 1_000_000)
-    times.add(big, 3_000_000)
-    times.add(big, 1_000_000)
-    assert times.average(big) == 2_000_000
+    small.finished(1_000_000)
+    big.finished(3_000_000)
+    big.finished(1_000_000)
+    assert big.average_wall_us() == 2_000_000
     assert best(cvine.VINE_SCHEDULE_TIME) is small

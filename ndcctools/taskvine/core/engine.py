@@ -94,7 +94,6 @@ class Engine:
         self.blocked: dict[str, float] = {}  # host -> until (0 = forever)
         self.categories = Categories(tuning)  # per-category state and allocation modes
         self.scheduler = cvine.VINE_SCHEDULE_FILES  # set_scheduler(); tasks may override it
-        self.worker_times = scheduling.WorkerTimes()  # for the "time" scheduler
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
         self.periodic: Callable[[], None] | None = None  # the facade's timer (catalog updates)
@@ -555,7 +554,7 @@ class Engine:
             free = w.free(mult)
             if alloc is None or not fits(alloc, free):
                 continue
-            score = scheduling.score(mode, task, w, free, self.worker_times)
+            score = scheduling.score(mode, task, w, free)
             if best is None or score > best_score:
                 best, best_alloc, best_score = w, alloc, score
         return None if best is None else (best, best_alloc)
@@ -667,9 +666,8 @@ class Engine:
         self._free_slot(rec)
         self._release(rec)
         rec.time_worker_start, rec.time_worker_end = msg.start_us, msg.end_us
-        self.worker_times.add(w, msg.end_us - msg.start_us)
         rec.sandbox_mb = msg.sandbox_mb
-        w.tasks_done += 1
+        w.finished(msg.end_us - msg.start_us)
         result = msg.result
         forsaken = result == cvine.VINE_RESULT_FORSAKEN
         if not rec.task._library_required:  # calls come back forsaken when their library dies
@@ -1036,7 +1034,6 @@ class Engine:
         while conn.replies:
             conn.replies.popleft().on_lost()
         self.transfers.drop_worker(w)
-        self.worker_times.forget(w)
         lost = self.replicas.drop_worker(w, list(w.cache))
         if self.tuning.immediate_recovery:
             for name in lost:

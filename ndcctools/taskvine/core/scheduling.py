@@ -10,7 +10,7 @@ score wins, the first of equal ones (workers are walked in connection order)::
     worst  the worker's free (cores, memory, disk): the emptiest worker
     disk   the worker's free disk
 
-``WorkerTimes`` keeps, per worker, how many tasks finished there and their total wall time.
+The "time" policy reads ``WorkerRecord.average_wall_us()``, kept by the worker table.
 """
 
 from __future__ import annotations
@@ -51,34 +51,12 @@ def parse_scheduler(scheduler: str | int) -> int:
                      f"{', '.join(sorted(NAMES))} or a VINE_SCHEDULE_* constant")
 
 
-class WorkerTimes:
-    """Per worker: tasks finished there and their total wall time (µs)."""
-
-    def __init__(self) -> None:
-        self._totals: dict[WorkerRecord, list[int]] = {}
-
-    def add(self, w: WorkerRecord, wall_us: int) -> None:
-        total = self._totals.get(w)
-        if total is None:
-            self._totals[w] = [wall_us, 1]
-        else:
-            total[0] += wall_us
-            total[1] += 1
-
-    def average(self, w: WorkerRecord) -> float:
-        total = self._totals.get(w)
-        return 0.0 if total is None else total[0] / total[1]
-
-    def forget(self, w: WorkerRecord) -> None:
-        self._totals.pop(w, None)
-
-
 def cached_bytes(task: Task, w: WorkerRecord) -> int:
     cache = w.cache
     return sum(cache.get(m.file._cachename, 0) or 0 for m in task._inputs)
 
 
-def score(policy: int, task: Task, w: WorkerRecord, free: Resources, times: WorkerTimes,
+def score(policy: int, task: Task, w: WorkerRecord, free: Resources,
           rng: random.Random = _rng) -> float | tuple:
     """How much ``policy`` likes ``w`` (with ``free`` resources) for ``task``: more is
     better."""
@@ -89,7 +67,7 @@ def score(policy: int, task: Task, w: WorkerRecord, free: Resources, times: Work
     if policy == cvine.VINE_SCHEDULE_DISK:
         return free.disk
     if policy == cvine.VINE_SCHEDULE_TIME:
-        return -times.average(w)
+        return -w.average_wall_us()
     if policy in (cvine.VINE_SCHEDULE_RAND, cvine.VINE_SCHEDULE_FCFS):
         return rng.random()
     return cached_bytes(task, w)

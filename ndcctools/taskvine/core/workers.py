@@ -22,7 +22,7 @@ class WorkerRecord:
                  "total", "committed", "has_resources", "end_time", "features", "tasks",
                  "cache", "file_users", "transfer_port", "start_time", "tasks_done",
                  "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building",
-                 "paused_until", "forsaken_streak", "peer_auth", "slow_tasks")
+                 "paused_until", "forsaken_streak", "peer_auth", "slow_tasks", "task_wall_us")
 
     def __init__(self, conn: Connection, addrport: str, now: float):
         self.conn = conn
@@ -41,6 +41,7 @@ class WorkerRecord:
         self.transfer_port = 0
         self.start_time = now
         self.tasks_done = 0
+        self.task_wall_us = 0  # wall time of the tasks_done, in all (the "time" scheduler)
         self.last_heard = now
         self.check_sent = 0.0
         self.cache_bytes = 0
@@ -62,6 +63,15 @@ class WorkerRecord:
         t, c = self.total, self.committed
         return Resources(t.cores * multiplier - c.cores, int(t.memory * multiplier) - c.memory,
                          int(t.disk * multiplier) - c.disk, int(t.gpus * multiplier) - c.gpus)
+
+    def finished(self, wall_us: int) -> None:
+        """A task ended here after ``wall_us`` microseconds."""
+        self.tasks_done += 1
+        self.task_wall_us += wall_us
+
+    def average_wall_us(self) -> float:
+        """The average wall time of the tasks that ended here (0 before the first)."""
+        return self.task_wall_us / self.tasks_done if self.tasks_done else 0.0
 
     def label(self) -> str:
         return f"{self.hostname} ({self.addrport})"
