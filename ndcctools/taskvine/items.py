@@ -39,10 +39,32 @@ class UnsafeName(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FileSegment:
-    """``length`` bytes of the file at ``path`` to be sent as item content."""
+    """``length`` bytes of the file at ``path`` to be sent as item content.
+
+    ``identity`` is the ``(st_dev, st_ino)`` the file had when its header was made: the
+    content is read from that file only (see ``open_segment``).
+    """
 
     path: str
     length: int
+    identity: tuple[int, int]
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> FileSegment:
+        return cls(path, st.st_size, (st.st_dev, st.st_ino))
+
+
+def open_segment(seg: FileSegment) -> int:
+    """A descriptor on the file ``seg`` was made from. The path is opened again when the
+    content is sent, which may be much later: if by then it names something else (an object
+    replaced by a link to a file elsewhere, a FIFO), ``OSError`` is raised rather than
+    sending that other thing's bytes under the header already sent."""
+    fd = os.open(seg.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != seg.identity:
+        os.close(fd)
+        raise OSError(errno.ESTALE, f"{seg.path} was replaced before it was sent")
+    return fd
 
 
 def check_component(name: str) -> str:
@@ -131,7 +153,7 @@ def _outgoing(path: str, name: str, st: os.stat_result,
         perms = (mode_override or mode) & 0o777
         yield m.FileItem(name, st.st_size, perms, int(st.st_mtime)).encode()
         if st.st_size:
-            yield FileSegment(path, st.st_size)
+            yield FileSegment.of(path, st)
     else:
         yield m.ErrorItem(name, 22).encode()
 

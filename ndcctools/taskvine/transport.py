@@ -33,7 +33,7 @@ import struct
 import threading
 from collections import deque
 
-from .items import FileSegment, write_all
+from .items import FileSegment, open_segment, write_all
 
 TLS_CHUNK = 1 << 20  # bytes of a file read and encrypted per send over TLS
 RECEIVE_SIZE = 1 << 20
@@ -133,7 +133,7 @@ class Outbox:
 
     def _segment_chunk(self, seg: FileSegment) -> bytes:
         if self._file is None:
-            self._file = (os.open(seg.path, os.O_RDONLY), 0)
+            self._file = (open_segment(seg), 0)
         fd, offset = self._file
         chunk = os.pread(fd, min(TLS_CHUNK, seg.length - offset), offset)
         if not chunk and offset < seg.length:
@@ -161,7 +161,7 @@ class Outbox:
 
     def _send_segment(self, sock: socket.socket, seg: FileSegment) -> bool:
         if self._file is None:
-            self._file = (os.open(seg.path, os.O_RDONLY), 0)
+            self._file = (open_segment(seg), 0)
         fd, offset = self._file
         while offset < seg.length:
             try:

@@ -1,6 +1,7 @@
 """Item streams on disk: what is sent for a tree, and refusing names that escape."""
 
 import os
+import socket
 
 import pytest
 
@@ -12,6 +13,8 @@ from ndcctools.taskvine.items import (
     check_relative,
     outgoing,
 )
+from ndcctools.taskvine.transport import Outbox
+from ndcctools.taskvine.worker.transfer_server import send_file
 
 
 def materialize(pieces):
@@ -110,3 +113,34 @@ def test_outgoing_applies_a_mode_override_to_a_top_level_file(tmp_path):
     f.write_text("echo\n")
     os.chmod(f, 0o644)
     assert materialize(outgoing(str(f), "s", mode=0o755)).startswith(b"file s 5 0755 ")
+
+
+@pytest.mark.parametrize("replacement", ["link", "fifo", "new file"])
+def test_content_comes_only_from_the_file_whose_header_was_sent(tmp_path, replacement):
+    """A cache object replaced between its header and its content (a ``put`` of a link to
+    a file elsewhere, say) must not have that other file's bytes sent under the old header."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"SECRET" * 500)
+    obj = tmp_path / "obj"
+    obj.write_bytes(b"z" * 3000)
+    header, segment = list(outgoing(str(obj), "obj", follow_top=False))
+    assert isinstance(segment, FileSegment) and segment.length == 3000
+    os.rename(obj, tmp_path / "old")
+    if replacement == "link":
+        os.symlink(secret, obj)
+    elif replacement == "fifo":
+        os.mkfifo(obj)  # opening it for reading must not block
+    else:
+        obj.write_bytes(b"y" * 3000)
+    a, b = socket.socketpair()
+    with a, b:
+        box = Outbox()
+        box.append(header)
+        box.append(segment)
+        with pytest.raises(OSError, match="replaced"):
+            box.flush(a)
+        with pytest.raises(OSError, match="replaced"):
+            send_file(a, segment)
+        a.shutdown(socket.SHUT_WR)
+        sent = b.recv(1 << 16)
+    assert sent == header and b"SECRET" not in sent

@@ -35,6 +35,7 @@ import selectors
 import shutil
 import socket
 import ssl
+import stat
 import time
 import traceback
 from collections import deque
@@ -874,16 +875,19 @@ class Session:
     def on_send_stdout(self, msg: p.SendStdout) -> None:
         run = self.tasks.get(msg.task_id)
         path = run.sandbox.stdout if run is not None and run.sandbox is not None else None
-        try:
-            size = os.stat(path).st_size if path else -1
-        except OSError:
-            size = 0
-        if size < 0:
+        if path is None:
             self.send(p.ErrorItem("process unknown: no stdout", 3))
             return
-        self.send(p.Stdout(msg.task_id, size))
-        if size:
-            self.outbox.append(FileSegment(path, size))
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            self.send(p.Stdout(msg.task_id, 0))
+            return
+        self.send(p.Stdout(msg.task_id, st.st_size))
+        if st.st_size:
+            self.outbox.append(FileSegment.of(path, st))
 
     # ------------------------------------------------------------------ cache objects
     def on_put(self, msg: p.Put) -> None:

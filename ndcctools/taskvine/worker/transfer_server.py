@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 
 from .. import protocol as p
-from ..items import FileSegment, UnsafeName, outgoing, outgoing_bytes
+from ..items import FileSegment, UnsafeName, open_segment, outgoing, outgoing_bytes
 from ..protocol.urlcode import decode as unurl
 from ..security import AuthError, exchange_blocking
 from ..transport import bind_listener, set_io_timeout
@@ -268,7 +268,7 @@ class Watchdog:
 def send_file(conn: socket.socket, seg: FileSegment) -> None:
     """``seg`` over a blocking socket with ``os.sendfile`` (``socket.sendfile`` would poll
     before every chunk when the socket has a timeout)."""
-    fd = os.open(seg.path, os.O_RDONLY)
+    fd = open_segment(seg)
     try:
         os.posix_fadvise(fd, 0, seg.length, os.POSIX_FADV_SEQUENTIAL)
         offset = 0
