@@ -758,6 +758,17 @@ class Manager:
         ``category-steady-n-tasks`` of them were measured."""
         self._category_limits(self._engine.categories.set_guess, category, resources)
 
+    def enable_monitoring(self, watchdog: bool = True, time_series: bool = False) -> int:
+        """Measure every task on its worker (``Task.resources_measured``, per-category
+        statistics, automatic allocations); with ``watchdog``, a task that goes over its
+        allocation is stopped and ends with resource exhaustion; with ``time_series``, each
+        task's samples go to ``vine-logs/time-series/``. Returns 1 (our workers measure
+        with psutil, which is always installed)."""
+        self._engine.monitoring.enable(watchdog, time_series, self._info.logs)
+        self._debug.write("vine", f"monitoring on (watchdog {int(bool(watchdog))}, time "
+                          f"series {int(bool(time_series))})")
+        return 1
+
     def set_category_mode(self, category: str | None, mode: str | int) -> int:
         """How tasks of ``category`` are sized (api.md §9.2): a mode name (``"fixed"``,
         ``"max"``, ``"min waste"``, ``"max throughput"``, ``"[det] greedy|exhaustive

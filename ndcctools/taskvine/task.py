@@ -387,19 +387,27 @@ class Task:
 
     @property
     def resources_measured(self) -> ResourceSummary:
+        """What the worker measured (monitoring on); else start, end and wall time with the
+        allocation in place of what was used."""
         rec = self._record
         if rec is None or not rec.time_worker_end:
             return ResourceSummary()
+        times = {"start": rec.time_worker_start, "end": rec.time_worker_end,
+                 "wall_time": (rec.time_worker_end - rec.time_worker_start) / 1e6}
+        if rec.measured is not None:
+            return ResourceSummary(**{**rec.measured, **times})
         alloc = rec.allocation
-        wall = (rec.time_worker_end - rec.time_worker_start) / 1e6
         return ResourceSummary(
-            start=rec.time_worker_start, end=rec.time_worker_end, wall_time=wall,
-            cores=alloc.cores if alloc else -1, memory=alloc.memory if alloc else -1,
+            **times, cores=alloc.cores if alloc else -1, memory=alloc.memory if alloc else -1,
             disk=rec.sandbox_mb, gpus=alloc.gpus if alloc else -1)
 
     @property
-    def limits_exceeded(self) -> None:
-        return None
+    def limits_exceeded(self) -> ResourceSummary | None:
+        """The resources that went over the allocation (their measured values), or None."""
+        rec = self._record
+        if rec is None or not rec.limits_exceeded:
+            return None
+        return ResourceSummary(**rec.limits_exceeded)
 
     def get_metric(self, name: str) -> int:
         if self._record is None or name not in _METRICS:

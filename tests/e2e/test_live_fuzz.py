@@ -542,6 +542,9 @@ class HostileManager:
                                (b"gpus", [0])):
                 if rng.random() < 0.7:
                     lines.append(b"%s %s\n" % (key, self.pick(valid)))
+            if rng.random() < 0.3:  # our extension: measure it (watchdog, time series)
+                lines.append(b"monitor %s %s %s\n" % (self.pick(["0.1", "1.000", "5"]),
+                                                      self.pick([0, 1]), self.pick([0, 1])))
             for key, valid in ((b"wall_time", ["1.000000", "60.000000", "0.001"]),
                                (b"end_time", [f"{time.time() + 60:.6f}",
                                               f"{time.time() - 60:.6f}"])):

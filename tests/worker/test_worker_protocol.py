@@ -58,10 +58,11 @@ class FakeManager:
         return ev
 
     def hello(self):
-        """The hello without the ``info transfer-auth 1`` line (our own, after worker-id)."""
-        msgs = [self.next() for _ in range(7)]
-        assert msgs[2] == p.Info("transfer-auth", "1")
-        return msgs[:2] + msgs[3:]
+        """The hello without the ``info transfer-auth 1`` and ``info monitor 1`` lines (our
+        own, after worker-id)."""
+        msgs = [self.next() for _ in range(8)]
+        assert msgs[2:4] == [p.Info("transfer-auth", "1"), p.Info("monitor", "1")]
+        return msgs[:2] + msgs[4:]
 
     def closed(self) -> bool:
         try:
@@ -432,9 +433,9 @@ def test_forever_objects_survive_a_worker_restart(tmp_path):
         first.close()
     second = FakeManager(tmp_path, "--single-shot")
     try:
-        hello = [second.next() for _ in range(4)]
-        assert hello[2] == p.Info("transfer-auth", "1")
-        hello = hello[:2] + hello[3:]
+        hello = [second.next() for _ in range(5)]
+        assert hello[2:4] == [p.Info("transfer-auth", "1"), p.Info("monitor", "1")]
+        hello = hello[:2] + hello[4:]
         assert hello[2] == p.CacheUpdate("file-forever", 0, 3, 2, hello[2].mtime,
                                          hello[2].duration_us, hello[2].start_us, "X")
         assert isinstance(second.next(), p.TransferPort)

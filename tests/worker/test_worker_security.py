@@ -192,7 +192,7 @@ def test_right_password_then_the_hello(made, tmp_path):
     assert isinstance(hello[0], p.Hello) and hello[1].key == "worker-id"
     # with a password the transfer port uses it: no transfer secret is asked for
     assert p.Info(security.TRANSFER_AUTH_INFO, "1") not in hello
-    assert isinstance(hello[2], p.TransferPort)
+    assert hello[2] == p.Info(p.MONITOR_INFO, "1") and isinstance(hello[3], p.TransferPort)
 
 
 def test_wrong_password_is_logged_once_retried_with_growing_waits_then_gives_up(made, tmp_path):

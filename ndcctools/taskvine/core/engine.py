@@ -44,6 +44,7 @@ from .connection import Connection
 from .delivery import Delivery
 from .libraries import LibraryTable
 from .listener import Listener
+from .monitoring import Monitoring
 from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
 from .tasks import (
     READY,
@@ -93,6 +94,7 @@ class Engine:
         self.status_conns: set[Connection] = set()
         self.blocked: dict[str, float] = {}  # host -> until (0 = forever)
         self.categories = Categories(tuning)  # per-category state and allocation modes
+        self.monitoring = Monitoring(debug)  # enable_monitoring: what workers measure
         self.scheduler = cvine.VINE_SCHEDULE_FILES  # set_scheduler(); tasks may override it
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.status_builder: Callable[[str], bytes] | None = None
@@ -628,7 +630,10 @@ class Engine:
             infiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags) for m in task._inputs),
             outfiles=tuple(p.Mount(m.file._cachename, m.remote_name, m.flags)
                            for m in task._outputs),
-            needs_library=task._library_required)
+            needs_library=task._library_required,
+            monitor=None if rec.library is not None or task._library_required is not None
+            else self.monitoring.for_worker(w, self.tuning.monitor_interval))
+        rec.measured = rec.limits_exceeded = None
         if rec.library is not None:
             if self.tuning.watch_library_logfiles and self.library_logs:
                 body = dataclasses.replace(body, outfiles=(*body.outfiles, self._library_log(rec)))
@@ -908,6 +913,8 @@ class Engine:
             fields = value.split()
             if len(fields) == 2 and fields[1] == "2":
                 self.txn.library(int(p.parse_number(fields[0])), "STARTED", w.worker_id)
+        elif key == p.MONITOR_INFO:
+            w.monitors = True
         elif key == TRANSFER_AUTH_INFO:
             if self.transfer_secret is not None and not w.peer_auth:
                 w.peer_auth = True
@@ -915,6 +922,11 @@ class Engine:
                 self._send_raw(w, p.TransferSecret(self.transfer_secret.decode()).encode())
         elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
             self.debug.write("vine", f"{w.label()} reports {key} {value}")
+
+    def _on_measured(self, w: WorkerRecord, msg: p.Measured) -> None:
+        rec = w.tasks.get(msg.task_id)
+        if rec is not None:
+            self.monitoring.received(w, rec, msg)
 
     def _holds_sole_temp(self, w: WorkerRecord) -> bool:
         """Whether ``w`` has the only copy of a temp file (it may not idle out then)."""
@@ -1163,8 +1175,8 @@ class Engine:
         elif new == WAITING_RETRIEVAL:
             txn.task_waiting_retrieval(rec.task_id, rec.worker.worker_id if rec.worker else None)
         elif new == RETRIEVED:
-            txn.task_retrieved(rec.task_id, _result_name(rec.result), rec.exit_code, None,
-                               _measured(rec))
+            txn.task_retrieved(rec.task_id, _result_name(rec.result), rec.exit_code,
+                               rec.limits_exceeded, _measured(rec))
 
 
 _CHANGE_TEXT = {(a, b): f"{STATE_NAMES[a]} ({a}) to {STATE_NAMES[b]} ({b})"
@@ -1215,8 +1227,11 @@ def _requested(task: Task) -> dict:
 def _measured(rec: TaskRecord) -> dict:
     if not rec.time_worker_end:
         return {}
-    return {"start": rec.time_worker_start / 1e6, "end": rec.time_worker_end / 1e6,
-            "wall_time": (rec.time_worker_end - rec.time_worker_start) / 1e6}
+    out = {"start": rec.time_worker_start / 1e6, "end": rec.time_worker_end / 1e6,
+           "wall_time": (rec.time_worker_end - rec.time_worker_start) / 1e6}
+    if rec.measured:
+        out.update((k, v) for k, v in rec.measured.items() if k not in out)
+    return out
 
 
 def _result_name(result: int) -> str:
@@ -1229,6 +1244,7 @@ _HANDLERS: dict[type, Callable[[Engine, WorkerRecord, Any], None]] = {
     p.Resources: Engine._on_resources,
     p.Alive: lambda e, w, m: None,
     p.Complete: Engine._on_complete,
+    p.Measured: Engine._on_measured,
     p.CacheUpdate: Engine._on_cache_update,
     p.CacheInvalid: Engine._on_cache_invalid,
     p.Feature: Engine._on_feature,

@@ -82,6 +82,10 @@ def snapshot(engine: Engine, started_us: int) -> Stats:
     s.capacity_disk, s.capacity_gpus = total.disk, total.gpus
     s.capacity_tasks = s.capacity_instantaneous = s.capacity_weighted = int(total.cores)
     s.inuse_cache = int(sum(w.cache_bytes for w in workers) / 1e6)
+    categories = engine.categories.by_name.values()
+    s.time_workers_execute = sum(c.time_execute for c in categories)
+    s.time_workers_execute_good = sum(c.time_good for c in categories)
+    s.time_workers_execute_exhaustion = sum(c.time_exhaustion for c in categories)
     return s
 
 

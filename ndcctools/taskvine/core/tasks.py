@@ -51,7 +51,7 @@ class TaskRecord:
                  "sandbox_mb", "metrics", "forsaken", "attempts", "pending_replies",
                  "cancelled", "output_missing", "stdout_length", "recovery", "min_disk",
                  "output_error", "library", "instance", "stdout_truncated", "retry_at",
-                 "readied", "slow_on")
+                 "readied", "slow_on", "measured", "limits_exceeded")
 
     def __init__(self, task: Task, task_id: int):
         self.task = task
@@ -83,6 +83,8 @@ class TaskRecord:
         self.retry_at = 0.0  # a forsaken task is not dispatched again before (clock time)
         self.readied = 0  # times it was made READY: tells its current ready-queue entry
         self.slow_on: WorkerRecord | None = None  # taken back from it as slow: not again
+        self.measured: dict[str, float] | None = None  # the worker's measurement (monitoring)
+        self.limits_exceeded: dict[str, float] | None = None  # what went over the allocation
 
     @property
     def state_name(self) -> str:

@@ -76,8 +76,9 @@ def resources_json(values: dict) -> str:
 
 
 def _resources_json(values: dict) -> str:
+    """(Keys without a unit, such as a measurement's ``exit_status``, are left out.)"""
     parts = []
-    for k in sorted(values, key=RANK.__getitem__):
+    for k in sorted((k for k in values if k in RANK), key=RANK.__getitem__):
         unit = ALL_UNITS[k]
         parts.append(f'"{k}":[{_number(values[k], unit, k)},"{unit}"]')
     return "{" + ",".join(parts) + "}"

@@ -22,7 +22,8 @@ class WorkerRecord:
                  "total", "committed", "has_resources", "end_time", "features", "tasks",
                  "cache", "file_users", "transfer_port", "start_time", "tasks_done",
                  "last_heard", "check_sent", "cache_bytes", "draining", "factory", "building",
-                 "paused_until", "forsaken_streak", "peer_auth", "slow_tasks", "task_wall_us")
+                 "paused_until", "forsaken_streak", "peer_auth", "slow_tasks", "task_wall_us",
+                 "monitors", "told_unmonitored")
 
     def __init__(self, conn: Connection, addrport: str, now: float):
         self.conn = conn
@@ -53,6 +54,8 @@ class WorkerRecord:
         self.forsaken_streak = 0  # tasks it forsook since it last completed one
         self.peer_auth = False  # holds the run's transfer secret: its peers must prove it
         self.slow_tasks = 0  # its tasks taken back as slow (enable_disconnect_slow_workers)
+        self.monitors = False  # it measures its tasks (``info monitor``): monitoring.py
+        self.told_unmonitored = False  # the debug log said it cannot
 
     @property
     def ready(self) -> bool:

@@ -9,6 +9,7 @@ from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .messages import (
     INLINE_STDOUT_MAX,
     LINE_MAX,
+    MONITOR_INFO,
     PROTOCOL_VERSION,
     Alive,
     AvailableResults,
@@ -29,7 +30,9 @@ from .messages import (
     HttpGet,
     Info,
     Kill,
+    Measured,
     MiniTaskMsg,
+    Monitor,
     Mount,
     PeerGet,
     Put,
@@ -53,12 +56,12 @@ from .urlcode import decode as url_decode
 from .urlcode import encode as url_encode
 
 __all__ = [
-    "INLINE_STDOUT_MAX", "LINE_MAX", "PROTOCOL_VERSION", "Alive", "AvailableResults",
-    "CacheInvalid", "CacheUpdate", "Check", "Complete", "Data", "Decoder", "DirItem", "End",
-    "ErrorItem", "Exit", "Feature", "FileItem", "Get", "GetFile", "Hello", "HttpGet", "Info",
-    "Kill", "LocalProtocolError", "MiniTaskMsg", "Mount", "PeerGet", "ProtocolError", "Put",
-    "PutUrl", "Release", "RemoteProtocolError", "Resources", "SendResults", "SendStdout",
-    "StatusRequest", "Stdout", "SymlinkItem", "TaskBody", "TaskMsg", "TransferHostPort",
-    "TransferSecret",
-    "TransferPort", "Unlink", "Update", "parse_number", "url_decode", "url_encode",
+    "INLINE_STDOUT_MAX", "LINE_MAX", "MONITOR_INFO", "PROTOCOL_VERSION", "Alive",
+    "AvailableResults", "CacheInvalid", "CacheUpdate", "Check", "Complete", "Data", "Decoder",
+    "DirItem", "End", "ErrorItem", "Exit", "Feature", "FileItem", "Get", "GetFile", "Hello",
+    "HttpGet", "Info", "Kill", "LocalProtocolError", "Measured", "MiniTaskMsg", "Monitor", "Mount",
+    "PeerGet", "ProtocolError", "Put", "PutUrl", "Release", "RemoteProtocolError", "Resources",
+    "SendResults", "SendStdout", "StatusRequest", "Stdout", "SymlinkItem", "TaskBody", "TaskMsg",
+    "TransferHostPort", "TransferSecret", "TransferPort", "Unlink", "Update", "parse_number",
+    "url_decode", "url_encode",
 ]

@@ -241,6 +241,14 @@ def _body_exec_mode(d: Decoder, f: list) -> None:
     d._body.fields["func_exec_mode"] = mode
 
 
+def _body_monitor(d: Decoder, f: list) -> None:
+    _arity(f, 3, 3)
+    interval = parse_number(f[1])
+    if not 0 < interval <= 86400:
+        raise RemoteProtocolError(f"monitor interval out of range: {f[1]!r}")
+    d._body.fields["monitor"] = m.Monitor(interval, _int(f[2]) != 0, _int(f[3]) != 0)
+
+
 def _body_end(d: Decoder, f: list) -> object:
     body, d._body = d._body, None
     d._table = d._top
@@ -264,6 +272,7 @@ BODY: dict[str, Handler] = {
     "function_slots": _body_field("function_slots", _int),
     "func_exec_mode": _body_exec_mode,
     "groupid": _body_field("groupid", _int),
+    "monitor": _body_monitor,
     "end": _body_end,
 }
 
@@ -306,6 +315,12 @@ def _complete(d: Decoder, f: list) -> object:
     d._expect(inline, lambda p: m.Complete(result, code, length, start, end, sandbox, task_id,
                                            bytes(p)))
     return None
+
+
+def _measured(d: Decoder, f: list) -> None:
+    _arity(f, 2, 2)
+    task_id = _int(f[1])
+    d._expect(_payload(f[2]), lambda p: m.Measured(task_id, bytes(p)))
 
 
 def _stdout(d: Decoder, f: list) -> m.Stdout:
@@ -356,6 +371,7 @@ FROM_WORKER: dict[str, Handler] = {
     "available_results": _bare(m.AvailableResults),
     "resources": _resources,
     "complete": _complete,
+    "measured": _measured,
     "stdout": _stdout,
     "update": _update,
     "GET": _http_get,

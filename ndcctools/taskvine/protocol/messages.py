@@ -116,6 +116,36 @@ class Mount:
     flags: int = 0
 
 
+MONITOR_INFO = "monitor"  # ``info monitor 1``: this worker measures tasks itself
+
+
+@dataclass(frozen=True, slots=True)
+class Monitor:
+    """``monitor <interval> <watchdog> <series>`` in a task body (our extension): measure the
+    task, sampling every ``interval`` seconds; with ``watchdog``, stop it when it goes over
+    its allocation; with ``series``, report every sample. The worker answers with a
+    ``measured`` message before the task's ``complete``."""
+
+    interval: float = 5.0
+    watchdog: bool = True
+    series: bool = False
+
+    def line(self) -> str:
+        return f"monitor {self.interval:.3f} {int(self.watchdog)} {int(self.series)}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """``measured <task_id> <len>`` + a JSON object: what a task used (our extension, the
+    answer to a task body's ``monitor`` line; sent before the task's ``complete``)."""
+
+    task_id: int
+    summary: bytes
+
+    def encode(self) -> bytes:
+        return b"measured %d %d\n" % (self.task_id, len(self.summary)) + self.summary
+
+
 @dataclass(frozen=True, slots=True)
 class TaskBody:
     """The lines of a ``task``/``mini_task`` body. ``None`` means the line is not sent."""
@@ -136,6 +166,7 @@ class TaskBody:
     function_slots: int | None = None
     func_exec_mode: int | None = None
     groupid: int | None = None
+    monitor: Monitor | None = None  # our extension: only to workers that announce MONITOR_INFO
 
     def encode(self) -> bytes:
         cmd = self.command.encode("utf-8", "surrogateescape")
@@ -162,6 +193,8 @@ class TaskBody:
             lines.append(f"end_time {self.end_time:.6f}\n")
         if self.wall_time:
             lines.append(f"wall_time {self.wall_time:.6f}\n")
+        if self.monitor is not None:
+            lines.append(self.monitor.line())
         parts.append("".join(lines).encode())
         for var in self.env:
             raw = var.encode("utf-8", "surrogateescape")

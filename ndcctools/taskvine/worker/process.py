@@ -72,11 +72,13 @@ def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -
     return pid
 
 
-def collect(pid: int) -> int:
-    """Wait for child ``pid`` (which ended, or was killed); its wait status. The reaper
-    forgets its group first, so that it never kills a group id that may be reused."""
+def collect(pid: int) -> tuple[int, os.struct_rusage]:
+    """Wait for child ``pid`` (which ended, or was killed); its wait status and resource
+    usage. The reaper forgets its group first, so that it never kills a group id that may be
+    reused."""
     reaper.forget(pid)
-    return os.waitpid(pid, 0)[1]
+    _, status, usage = os.wait4(pid, 0)
+    return status, usage
 
 
 def kill_group(pid: int) -> None:

@@ -14,7 +14,8 @@ server reports the child's pid, then its wait status::
     worker ──{"id", "argv", "cwd", "env", "stdout"}──► server ──fork──► child runs the script
            (+ "preload": [modules], "fresh": true)
     worker ◄──{"id", "pid"}── server
-    worker ◄──{"id", "status"}── server      (raw waitpid status, when the child ends)
+    worker ◄──{"id", "status", "usage"}── server   (raw wait status and resource usage
+                                                  of the child, when it ends)
 
 *Preloading.* A child would import, when it loads the task's pickles (``f_`` and ``a_``),
 the modules they name: dask and numpy cost 0.2 s per task, far more than the fork. So a
@@ -238,8 +239,10 @@ def _serve_requests(sock: socket.socket, sel: selectors.BaseSelector,
                 request_id, pid = children.pop(key.data)
                 sel.unregister(key.data)
                 os.close(key.data)
-                _, status = os.waitpid(pid, 0)
-                sock.send(json.dumps({"id": request_id, "status": status}).encode())
+                _, status, ru = os.wait4(pid, 0)
+                usage = [ru.ru_utime + ru.ru_stime, ru.ru_maxrss, ru.ru_inblock, ru.ru_oublock]
+                sock.send(json.dumps({"id": request_id, "status": status,
+                                      "usage": usage}).encode())
 
 
 # ---------------------------------------------------------------------- preloading

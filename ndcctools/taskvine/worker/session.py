@@ -28,6 +28,7 @@ shows that this manager gives none, and the transfer port is open again.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import platform
 import re
@@ -63,6 +64,7 @@ from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .libraries import LibraryError, LibraryProcess
 from .log import WorkerLog
+from .monitor import Meters, TaskMeter, Usage
 from .process import collect, exit_status, kill_group, spawn, task_environment
 from .pyfork import ForkServer, python_task_argv, server_key
 from .resources import MB, Ledger
@@ -70,6 +72,7 @@ from .sandbox import Sandbox, SandboxPool, WorkspaceGuard
 from .transfer_server import PeerKey
 
 RESULT_INPUT_MISSING = 1
+RESULT_RESOURCE_EXHAUSTION = 16
 RESULT_MAX_END_TIME = 24
 RESULT_FORSAKEN = 40
 RESULT_MAX_WALL_TIME = 56
@@ -109,7 +112,7 @@ class TaskRun:
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
                  "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library",
-                 "call_args", "queued")
+                 "call_args", "queued", "meter")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -127,6 +130,7 @@ class TaskRun:
         self.library: LibraryProcess | None = None  # the library it is, or that serves it
         self.call_args: bytes | None = None  # a call's infile, passed inline to its library
         self.queued = False  # waiting in the session's queue to start
+        self.meter: TaskMeter | None = None  # measures it (a ``monitor`` line): monitor.py
 
     def inputs(self) -> set[str]:
         return {m.cachename for m in self.msg.body.infiles}
@@ -190,6 +194,7 @@ class Session:
         self.pythons: dict[str | None, str | None] = {}  # task PATH -> its python3
         self.forked: dict[int, TaskRun] = {}  # fork request id -> task
         self.fork_serial = 0
+        self.meters = Meters()  # the running tasks being measured, by pid
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> str:
@@ -324,6 +329,8 @@ class Session:
                 timeout = min(timeout, max(0.0, run.deadline[0] - now))
             if run.watched:
                 timeout = min(timeout, WATCH_INTERVAL)
+        if self.meters:
+            timeout = min(timeout, max(0.0, self.meters.next_at() - now))
         return timeout
 
     # ------------------------------------------------------------------ hello
@@ -339,6 +346,7 @@ class Session:
         self.send(p.Info("worker-id", c.worker_id))
         if c.peer_key.password is None:
             self.send(p.Info(TRANSFER_AUTH_INFO, "1"))
+        self.send(p.Info(p.MONITOR_INFO, "1"))
         for update in self.cache.announcements():
             self.send(update)
         for feature in c.features:
@@ -543,6 +551,10 @@ class Session:
         run.running = True
         self.ledger.commit(a)
         set_deadline(run)
+        if body.monitor is not None and body.provides_library is None:
+            run.meter = TaskMeter(run.msg.task_id, body.monitor, a.memory, run.start_us / 1e6)
+            if run.pid:
+                self.meters.add(run.pid, run.meter)
 
     def start_forked(self, run: TaskRun, env: dict[str, str]) -> bool:
         """Start a PythonTask command through a fork server (pyfork.py); False if this
@@ -581,9 +593,12 @@ class Session:
                     kill_group(event["pid"])  # killed before we knew its pid
                 if run is not None:
                     run.pid = event["pid"]
+                    if run.meter is not None:
+                        self.meters.add(run.pid, run.meter)
             elif run is not None:
                 del self.forked[event["id"]]
-                self.on_exit(run, event["status"])
+                usage = event.get("usage")
+                self.on_exit(run, event["status"], Usage(*usage) if usage else None)
         if not server.alive:
             self.sel.unregister(sock)
             self.log(f"fork server of {server.proc.args[0]} ended: starting Python tasks "
@@ -677,6 +692,8 @@ class Session:
                 kill_group(run.pid)
         for call in late_calls:
             self.end_late_call(call)
+        if self.meters:
+            self.sample_meters(now)
         mono = time.monotonic()
         if mono >= self.next_watch:
             self.next_watch = mono + WATCH_INTERVAL
@@ -707,6 +724,38 @@ class Session:
         call.running = False
         self.finish(call, call.kill_result, 9, int(time.time() * 1e6))
 
+    def sample_meters(self, now: float) -> None:
+        """Sample the measured tasks that are due; stop those the watchdog says must stop."""
+        due = self.meters.due(now)
+        if not due:
+            return
+        trees = self.meters.trees([pid for pid, _ in due])
+        for pid, meter in due:
+            run = self.tasks.get(meter.task_id)
+            if run is None or not run.running:
+                self.meters.remove(pid)
+                continue
+            if meter.take(now, trees[pid], self.sandbox_used(run)) and not run.kill_result:
+                run.kill_result = RESULT_RESOURCE_EXHAUSTION
+                self.log(f"task {meter.task_id} went over its allocation "
+                         f"({', '.join(f'{k} {v}' for k, v in meter.exceeded.items())}, "
+                         f"allocated memory {run.alloc.memory} MB): killing it")
+                kill_group(run.pid)
+
+    def sandbox_used(self, run: TaskRun) -> int | None:
+        """Bytes in the sandbox of ``run`` less its linked inputs (None: cannot tell)."""
+        if run.sandbox is None:
+            return None
+        try:
+            used = tree_size(run.sandbox.path)
+        except OSError:
+            return None
+        for m in run.msg.body.infiles:
+            entry = self.cache.objects.get(m.cachename)
+            if entry is not None and not m.flags & MOUNT_SYMLINK:
+                used -= entry.size
+        return max(used, 0)
+
     def check_watched(self) -> None:
         """Tell the manager (once, until it asks) that a watched output has grown."""
         if self.results_announced:
@@ -728,16 +777,11 @@ class Session:
         if self.workspace_broken():
             return
         for run in self.tasks.values():
-            if not run.running or run.kill_result or run.alloc.disk < 1 or run.sandbox is None:
+            if not run.running or run.kill_result or run.alloc.disk < 1:
                 continue
-            try:
-                used = tree_size(run.sandbox.path)
-            except OSError:
+            used = self.sandbox_used(run)
+            if used is None:
                 continue
-            for m in run.msg.body.infiles:
-                entry = self.cache.objects.get(m.cachename)
-                if entry is not None and not m.flags & MOUNT_SYMLINK:
-                    used -= entry.size
             run.sandbox_mb = -(-used // MB)
             if used > run.alloc.disk * MB:
                 run.kill_result = RESULT_SANDBOX_EXHAUSTION
@@ -759,19 +803,25 @@ class Session:
             self.end("broken", trouble)
         return True
 
-    def on_exit(self, run: TaskRun, status: int | None = None) -> None:
-        """A task's process ended; ``status`` is given for forked ones (else reaped here)."""
+    def on_exit(self, run: TaskRun, status: int | None = None,
+                usage: Usage | None = None) -> None:
+        """A task's process ended; ``status`` and ``usage`` are given for forked ones (else
+        it is reaped here)."""
         if status is None:
-            status = self.reap(run)
+            status, rusage = self.reap(run)
+            usage = Usage.of(rusage)
         else:
             self.release(run)
-        end_us = int(time.time() * 1e6)
+        end = time.time()
+        end_us = int(end * 1e6)
         signaled, code = exit_status(status)
         run.watched.clear()  # the manager fetches the whole outputs now
         if run.msg.task_id < 0:
             self.mini_done(run, signaled, code)
             return
-        if run.kill_result == RESULT_SANDBOX_EXHAUSTION:
+        if run.meter is not None:
+            self.report_measured(run, usage, end, code)
+        if run.kill_result in (RESULT_SANDBOX_EXHAUSTION, RESULT_RESOURCE_EXHAUSTION):
             self.finish(run, run.kill_result, code, end_us)
             return
         if run.msg.task_id in self.libraries:
@@ -780,6 +830,17 @@ class Session:
             return
         self.keep_outputs(run)
         self.finish(run, run.kill_result, code, end_us)
+
+    def report_measured(self, run: TaskRun, usage: Usage | None, end: float, code: int) -> None:
+        """Send the manager what ``run`` used (before its ``complete``); a task found over
+        its memory only now ends with resource exhaustion too."""
+        summary = run.meter.summary(usage, end, self.sandbox_used(run), code)
+        if "limits_exceeded" in summary and not run.kill_result:
+            run.kill_result = RESULT_RESOURCE_EXHAUSTION
+            self.log(f"task {run.msg.task_id} went over its allocation: "
+                     f"{summary['limits_exceeded']}")
+        self.send(p.Measured(run.msg.task_id, json.dumps(summary, separators=(",", ":"))
+                             .encode()))
 
     def keep_outputs(self, run: TaskRun, outfile: bytes | None = None) -> None:
         """Move what the task produced into the cache (a ``cache-update`` each); ``outfile``
@@ -804,8 +865,9 @@ class Session:
             except (UnsafeName, OSError) as e:
                 self.log(f"task {run.msg.task_id}: output {m.path!r} not kept: {e}")
 
-    def reap(self, run: TaskRun) -> int:
-        """Collect a spawned process that ended (or was killed); its wait status."""
+    def reap(self, run: TaskRun) -> tuple[int, os.struct_rusage]:
+        """Collect a spawned process that ended (or was killed); its wait status and
+        resource usage."""
         self.sel.unregister(run.pidfd)
         os.close(run.pidfd)
         run.pidfd = -1
@@ -814,6 +876,8 @@ class Session:
 
     def release(self, run: TaskRun) -> None:
         run.running = False
+        if run.meter is not None:
+            self.meters.remove(run.pid)
         self.ledger.release(run.alloc)
         self.idle_since = time.monotonic()
 
