@@ -313,3 +313,33 @@ def test_scheduling_scores():
     big.finished(1_000_000)
     assert big.average_wall_us() == 2_000_000
     assert best(cvine.VINE_SCHEDULE_TIME) is small
+
+
+class Txn:
+    def __init__(self):
+        self.records = []
+
+    def category(self, name, kind, resources):
+        self.records.append((name, kind, dict(resources)))
+
+
+def test_category_records_are_written_when_what_they_say_changes():
+    txn = Txn()
+    cats = Categories(Tuning(), random.Random(5), txn)
+    cats.tuning.set("category-steady-n-tasks", 3)
+    cats.set_max("c", {"memory": 1000})
+    assert txn.records == [("c", "MAX", {"memory": 1000}), ("c", "MIN", {}),
+                           ("c", "FIRST FIXED", {"memory": 1000})]
+    cats.set_max("c", {"memory": 1000})  # the same again: nothing new to say
+    assert len(txn.records) == 3
+    cats.set_mode("c", "max throughput")
+    assert txn.records[-1] == ("c", "FIRST MAX_THROUGHPUT", {"memory": 1000})
+    feed(cats, "c", [100, 110, 120])
+    rec = record(1)
+    cats.on_change(rec, RUNNING, WAITING_RETRIEVAL)
+    cats.on_change(rec, WAITING_RETRIEVAL, RETRIEVED)
+    assert txn.records[-1][1] == "FIRST MAX_THROUGHPUT"
+    assert txn.records[-1][2]["memory"] == 120  # measured: the first allocation shrank
+    n = len(txn.records)
+    cats.on_change(rec, WAITING_RETRIEVAL, RETRIEVED)
+    assert len(txn.records) == n

@@ -47,6 +47,7 @@ from .tasks import DONE, READY, RETRIEVED, RUNNING, WAITING_RETRIEVAL
 if TYPE_CHECKING:
     from .tasks import TaskRecord
     from .tuning import Tuning
+    from .txnlog import TransactionLog
     from .workers import WorkerRecord
 
 RESOURCES = ("cores", "memory", "disk", "gpus")
@@ -145,8 +146,11 @@ class Category:
 class Categories:
     """Every category the manager knows, by name."""
 
-    def __init__(self, tuning: Tuning, rng: random.Random | None = None):
+    def __init__(self, tuning: Tuning, rng: random.Random | None = None,
+                 txn: TransactionLog | None = None):
         self.tuning = tuning
+        self.txn = txn  # CATEGORY records: on changes of configuration or first allocation
+        self._logged: dict[str, tuple] = {}  # category -> what its last records said
         self.rng = rng or random.Random()
         self.by_name: dict[str, Category] = {}
         self.default_mode = FIXED
@@ -163,12 +167,15 @@ class Categories:
     # ------------------------------------------------------------------ configuration
     def set_max(self, name: str, resources: dict) -> None:
         self.get(name).max = _resources(resources)
+        self.log_state(name)
 
     def set_min(self, name: str, resources: dict) -> None:
         self.get(name).min = _resources(resources)
+        self.log_state(name)
 
     def set_guess(self, name: str, resources: dict) -> None:
         self.get(name).guess = _resources(resources)
+        self.log_state(name)
 
     def set_mode(self, name: str | None, mode: str | int) -> None:
         """Set a category's mode; ``name=None`` sets the mode of categories created later."""
@@ -178,6 +185,7 @@ class Categories:
         else:
             c = self.get(name)
             c.mode, c.predicted_at = value, -1
+            self.log_state(name)
 
     def set_autolabel(self, name: str, resource: str, on: bool) -> None:
         if resource not in RESOURCES:
@@ -285,6 +293,8 @@ class Categories:
             c.submitted += 1
         elif new == RETRIEVED:
             self.at_max.discard(rec.task_id)
+            if c.mode != FIXED:  # a fixed category's records change only when it is set
+                self.log_state(c.name)
         elif new == DONE:
             self._returned(c, rec)
 
@@ -348,6 +358,21 @@ class Categories:
                 top = c.max.get(r, -1)
                 top = top if top > 0 else c.ceiling.get(r)
                 c.prediction[r] = autoalloc.predict(c.mode, c.seen[r], c.walls[r], top)
+
+    def log_state(self, name: str) -> None:
+        """Write the ``CATEGORY`` records of ``name`` (max, min, first allocation and mode)
+        to the transactions log, if they changed since they were last written."""
+        c = self.by_name.get(name)
+        if self.txn is None or c is None:
+            return
+        first = self.first_allocation(name)
+        state = (c.mode, *(tuple(sorted(d.items())) for d in (c.max, c.min, first)))
+        if self._logged.get(name) == state:
+            return
+        self._logged[name] = state
+        self.txn.category(name, "MAX", c.max)
+        self.txn.category(name, "MIN", c.min)
+        self.txn.category(name, f"FIRST {mode_name(c.mode).upper().replace(' ', '_')}", first)
 
     def first_allocation(self, name: str) -> dict:
         """What the next first attempt of category ``name`` would be limited to (a draw,

@@ -7,19 +7,22 @@ the crank (``_cycle``) has four named phases::
     schedule   ready tasks → workers with room (allocation + choice of worker: pure policies)
     flush      queued bytes → sockets (non-blocking; file contents with sendfile)
     poll       select(); accept new connections; read, decode, dispatch each message
-    timers     keepalives, lost workers, tasks whose start time came, catalog updates
+    timers     each second: keepalives, slow tasks, overdue transfers, catalog (``timers.py``)
 
-Every message from a worker goes to exactly one handler, found in ``_HANDLERS`` by type;
-reply events (items, stdout) go to the reply at the head of that connection's FIFO. A
-connection that sends something malformed or unknown is closed, the reason goes to the
-debug log, and its tasks go back to the queue; the other workers are not affected.
+Every message from a worker goes to exactly one handler, found in ``_HANDLERS`` by type:
+``complete`` here, the bookkeeping ones in ``worker_messages.py``. Reply events (items,
+stdout) go to the reply at the head of that connection's FIFO. A connection that sends
+something malformed or unknown is closed, the reason goes to the debug log, and its tasks go
+back to the queue; the other workers are not affected. Beside the engine: ``instances.py``
+starts and stops library instances, ``task_changes.py`` logs every task state change. The
+methods those modules call back (``send``, ``request``, ``release``, ``remove_worker``...)
+are the engine's, since the engine owns the connections and the worker table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import selectors
 import socket
 import ssl
@@ -34,23 +37,24 @@ from .. import protocol as p
 from ..file import File
 from ..resources import Resources
 from ..results import result_string
-from ..security import TRANSFER_AUTH_INFO, new_secret
-from ..task import Mounting
-from . import scheduling
+from ..security import new_secret
+from . import instances, scheduling, timers
+from . import worker_messages as wm
 from .admission import Admission, Pending
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .categories import Categories
 from .connection import Connection
 from .delivery import Delivery
+from .instances import write_whole
 from .libraries import LibraryTable
 from .listener import Listener
 from .monitoring import Monitoring
-from .retrieval import BufferReply, OutputReply, ResultsReply, StdoutReply
+from .retrieval import BufferReply, OutputReply, StdoutReply
+from .task_changes import TaskChangeLog, result_name
 from .tasks import (
     READY,
     RETRIEVED,
     RUNNING,
-    STATE_NAMES,
     WAITING_RETRIEVAL,
     TaskRecord,
     TaskTable,
@@ -61,7 +65,6 @@ if TYPE_CHECKING:
     from ..task import Task
     from .debuglog import DebugLog
     from .taskgraph import TaskGraphLog
-    from .transfers import Transfer
     from .tuning import Tuning
     from .txnlog import TransactionLog
 
@@ -69,6 +72,7 @@ RETRYABLE = {cvine.VINE_RESULT_RESOURCE_EXHAUSTION, cvine.VINE_RESULT_SANDBOX_EX
 _WAKER = object()  # selector data of the waker socket (make_waker)
 MAX_UNIDENTIFIED = 1024  # connections that have not said hello; more are refused
 HELLO_TIMEOUT = 30.0  # seconds a connection has to say hello (upstream: keepalive-timeout)
+# (both read at each use, so tests may lower them)
 FORSAKEN_STREAK_MAX = 10  # a worker that forsakes this many tasks in a row is dropped
 NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
@@ -89,11 +93,11 @@ class Engine:
         self.sel = selectors.DefaultSelector()
         self.listener = Listener(listener, self.sel, debug)
         self.port = self.listener.port
-        self.tasks = TaskTable(self._on_task_change)
+        self.categories = Categories(tuning, txn=txn)  # per-category state, allocation modes
+        self.tasks = TaskTable(TaskChangeLog(debug, self.categories, txn).changed)
         self.workers: dict[Connection, WorkerRecord] = {}
         self.status_conns: set[Connection] = set()
         self.blocked: dict[str, float] = {}  # host -> until (0 = forever)
-        self.categories = Categories(tuning)  # per-category state and allocation modes
         self.monitoring = Monitoring(debug)  # enable_monitoring: what workers measure
         self.scheduler = cvine.VINE_SCHEDULE_FILES  # set_scheduler(); tasks may override it
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -103,7 +107,7 @@ class Engine:
         self._woken = False
         self._to_flush: set[Connection] = set()
         self.delivery = Delivery(self.workers, self.tasks, tuning, debug, txn, self.counters,
-                                 self._send, self._send_raw, self._drop_replica, self._wake)
+                                 self.send, self.send_raw, self.drop_replica, self._wake)
         self.replicas = self.delivery.replicas
         self.transfers = self.delivery.transfers
         self.libraries = LibraryTable()
@@ -136,7 +140,7 @@ class Engine:
         for mount in task._outputs:
             self.delivery.producers[mount.file._cachename] = task
             if mount.flags & cvine.VINE_WATCH:
-                _write_whole(mount.file._source, b"")  # the worker streams into it
+                write_whole(mount.file._source, b"")  # the worker streams into it
         rec.metrics["time_when_submitted"] = int(self.clock() * 1e6)
         self.counters["tasks_submitted"] += 1
         self._dirty = True
@@ -174,7 +178,7 @@ class Engine:
             c["tasks_failed"] += 1
         if rec.result == cvine.VINE_RESULT_CANCELLED:
             c["tasks_cancelled"] += 1
-        self.txn.task_done(rec.task_id, _result_name(rec.result), rec.exit_code)
+        self.txn.task_done(rec.task_id, result_name(rec.result), rec.exit_code)
         self.graph.task(rec.task_id, rec.task)
         return rec.task
 
@@ -186,7 +190,7 @@ class Engine:
         if rec.state == READY:
             self.tasks.finish(rec)
         elif rec.state == RUNNING:
-            self._kill_on_worker(rec)
+            self.kill_on_worker(rec)
             self.tasks.finish(rec)
         return True  # WAITING_RETRIEVAL: finishes as cancelled once its outputs are in
 
@@ -194,20 +198,20 @@ class Engine:
         """Send no tasks to workers on ``host`` for ``seconds`` (< 1: until unblocked)."""
         self.blocked[host] = self.clock() + seconds if seconds >= 1 else 0
 
-    def _kill_on_worker(self, rec: TaskRecord) -> None:
+    def kill_on_worker(self, rec: TaskRecord) -> None:
         """Stop running task ``rec`` on its worker and give its resources back there."""
         w = rec.worker
         self._free_slot(rec)
-        self._release(rec)
-        self._send(w, p.Kill(rec.task_id))
+        self.release(rec)
+        self.send(w, p.Kill(rec.task_id))
 
     def forget_file(self, cachename: str, undeclared: bool = True) -> None:
         """Remove a file from the caches of workers where no task uses it (and, when it is
         undeclared, forget how to re-create it)."""
         for w in list(self.replicas.holders(cachename)) + list(self.workers.values()):
             if cachename in w.cache and not w.file_users.get(cachename):
-                self._drop_replica(w, cachename)
-                self._send(w, p.Unlink(cachename))
+                self.drop_replica(w, cachename)
+                self.send(w, p.Unlink(cachename))
         if undeclared:
             self.delivery.forget(cachename)
         self._flush()
@@ -216,7 +220,7 @@ class Engine:
         """Something changed that may let a task be dispatched."""
         self._dirty = True
 
-    def _drop_replica(self, w: WorkerRecord, cachename: str) -> None:
+    def drop_replica(self, w: WorkerRecord, cachename: str) -> None:
         w.cache_bytes -= w.cache.pop(cachename, 0) or 0
         self.replicas.drop(cachename, w)
 
@@ -246,7 +250,7 @@ class Engine:
             elif ok or not self.fetch_async(file, done):
                 done(None)
         w.conn.replies.append(BufferReply(probe, file, arrived))
-        self._send(w, p.GetFile(file._cachename))
+        self.send(w, p.GetFile(file._cachename))
         return True
 
     def run_once(self, timeout: float) -> None:
@@ -277,7 +281,7 @@ class Engine:
                         key=lambda w: len(w.tasks))
         told = joined if n <= 0 else joined[:n]
         for w in told:
-            self._send(w, p.Exit())
+            self.send(w, p.Exit())
         self._flush()
         return len(told)
 
@@ -311,7 +315,7 @@ class Engine:
         now = time.monotonic()
         if now >= self._next_timers:
             self._next_timers = now + 1.0
-            self._timers()
+            timers.every_second(self, HELLO_TIMEOUT)
 
     def _drain_waker(self) -> None:
         try:
@@ -384,15 +388,15 @@ class Engine:
                                                 "with no request outstanding")
         except p.RemoteProtocolError as e:
             self.debug.write("vine", f"{w.label()}: protocol error: {e}; disconnecting")
-            self._remove_worker(w, "FAILURE")
+            self.remove_worker(w, "FAILURE")
             return
         except Exception:  # a message we could not handle: that peer goes, never the program
             self.debug.write("vine", f"{w.label()}: a message could not be handled; "
                              f"disconnecting:\n{traceback.format_exc()}")
-            self._remove_worker(w, "FAILURE")
+            self.remove_worker(w, "FAILURE")
             return
         if not alive and not conn.closed:
-            self._remove_worker(w, "FAILURE" if self.tasks.records else "UNKNOWN")
+            self.remove_worker(w, "FAILURE" if self.tasks.records else "UNKNOWN")
 
     def _flush(self) -> None:
         while self._to_flush:
@@ -403,7 +407,7 @@ class Engine:
                 empty = conn.flush()
             except OSError as e:
                 self.debug.write("vine", f"{conn.worker.label()}: send failed: {e}")
-                self._remove_worker(conn.worker, "FAILURE")
+                self.remove_worker(conn.worker, "FAILURE")
                 continue
             want = not empty
             if want != conn.want_write:
@@ -413,13 +417,13 @@ class Engine:
             if empty and conn in self.status_conns:
                 self._drop_status(conn)
 
-    def _send(self, w: WorkerRecord, msg: Any) -> None:
+    def send(self, w: WorkerRecord, msg: Any) -> None:
         data = msg.encode()
         self.debug.tx(w.hostname, w.addrport, data[:data.find(b"\n")].decode("utf-8", "replace"))
         w.conn.send(data)
         self._to_flush.add(w.conn)
 
-    def _send_raw(self, w: WorkerRecord, piece: Any) -> None:
+    def send_raw(self, w: WorkerRecord, piece: Any) -> None:
         w.conn.send(piece)
         self._to_flush.add(w.conn)
 
@@ -500,7 +504,7 @@ class Engine:
         for name in to_recover:
             self.delivery.recover(name)
         for name in wanted:
-            self._start_instance(name)
+            instances.start(self, name)
         if starved is not None and self.libraries.instances:
             self._evict_idle_library(starved, wanted, mult)
         return dispatched
@@ -523,18 +527,6 @@ class Engine:
         rec.instance = inst
         self._dispatch(rec, inst.worker, NOTHING)
         return True
-
-    def _start_instance(self, name: str) -> None:
-        """Submit a hidden copy of library ``name``'s template, if a worker could take it."""
-        if not self.libraries.wants_instance(name, self.workers.values()):
-            return
-        clone = self.libraries.new_instance(name)
-        clone._priority = math.inf  # ahead of the calls waiting for it
-        rec = self.tasks.submit(clone, library=name)
-        clone._record = rec
-        self.libraries.pending[name] = rec
-        self.debug.write("vine", f"starting an instance of library {name} as task {rec.task_id}")
-        self._dirty = True
 
     def _free_slot(self, rec: TaskRecord) -> None:
         if rec.instance is not None:
@@ -599,14 +591,8 @@ class Engine:
                                  f"(task {inst.rec.task_id}) on {w.label()} to run task "
                                  f"{rec.task_id}")
                 self.libraries.instances.pop(inst.rec.task_id, None)
-                self._stop_instance(inst.rec)
+                instances.stop(self, inst.rec)
                 return
-
-    def _stop_instance(self, rec: TaskRecord) -> None:
-        """Kill a dispatched library instance (not a failure of its library)."""
-        self._release(rec)
-        self._send(rec.worker, p.Kill(rec.task_id))
-        self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
 
     def _dispatch(self, rec: TaskRecord, w: WorkerRecord, alloc: Resources) -> None:
         task = rec.task
@@ -636,12 +622,13 @@ class Engine:
         rec.measured = rec.limits_exceeded = None
         if rec.library is not None:
             if self.tuning.watch_library_logfiles and self.library_logs:
-                body = dataclasses.replace(body, outfiles=(*body.outfiles, self._library_log(rec)))
+                log = instances.log_mount(self, rec)
+                body = dataclasses.replace(body, outfiles=(*body.outfiles, log))
             slots = self.libraries.dispatched(rec, w, alloc.cores)
             body = dataclasses.replace(body, provides_library=rec.library, function_slots=slots,
                                        func_exec_mode=task._exec_mode or None)
             self.txn.library(rec.task_id, "SENT", w.worker_id)
-        self._send(w, p.TaskMsg(rec.task_id, body))
+        self.send(w, p.TaskMsg(rec.task_id, body))
         rec.metrics["time_when_commit_end"] = int(self.clock() * 1e6)
         rec.worker, rec.allocation = w, alloc
         rec.hostname, rec.addrport = w.hostname, w.addrport
@@ -651,7 +638,7 @@ class Engine:
         self.counters["tasks_dispatched"] += 1
         self.tasks.move(rec, RUNNING)
 
-    def _release(self, rec: TaskRecord) -> None:
+    def release(self, rec: TaskRecord) -> None:
         """Give the task's allocation back to its worker."""
         w = rec.worker
         if w is not None:
@@ -666,10 +653,10 @@ class Engine:
         if rec is None:
             return  # a task we killed or never sent: tolerated (spec §12)
         if rec.library is not None:
-            self._instance_ended(w, rec, msg)
+            instances.ended(self, w, rec, msg)
             return
         self._free_slot(rec)
-        self._release(rec)
+        self.release(rec)
         rec.time_worker_start, rec.time_worker_end = msg.start_us, msg.end_us
         rec.sandbox_mb = msg.sandbox_mb
         w.finished(msg.end_us - msg.start_us)
@@ -682,7 +669,7 @@ class Engine:
             if w.forsaken_streak >= FORSAKEN_STREAK_MAX:
                 self.debug.write("vine", f"{w.label()} forsook {w.forsaken_streak} tasks in a "
                                  "row without completing any: disconnecting it")
-                self._remove_worker(w, "FAILURE")
+                self.remove_worker(w, "FAILURE")
             return
         rec.result, rec.exit_code = result, msg.exit_code
         rec.stdout_length = msg.output_length
@@ -690,7 +677,7 @@ class Engine:
         if msg.output_length == 0 or msg.inline_stdout:
             rec.stdout = msg.inline_stdout
         else:
-            self._request(w, rec, p.SendStdout(rec.task_id),
+            self.request(w, rec, p.SendStdout(rec.task_id),
                           StdoutReply(rec, int(self.tuning.max_task_stdout_storage),
                                       self._reply_done))
         if result not in NO_OUTPUTS:
@@ -712,79 +699,26 @@ class Engine:
         why = why.rstrip("\n") or result_string(result)
         self.debug.write("vine", f"task {rec.task_id} ends before reaching a worker: {why}")
         if rec.library is not None:
-            self._instance_failed(rec, f"the library could not start: {why}\n".encode(),
+            instances.failed(self, rec, f"the library could not start: {why}\n".encode(),
                                   "before it started")
         elif rec.stdout is None and why != result_string(result):
             rec.stdout = f"{why}\n".encode()
         self.tasks.finish(rec, result)
 
-    def _instance_failed(self, rec: TaskRecord, output: bytes, where: str) -> None:
-        """Count the end of library instance ``rec`` against its template (``output``
-        explains it); after ``max-library-retries`` the template goes and its waiting calls
-        end with missing library."""
-        limit = int(self.tuning.max_library_retries)
-        if self.libraries.ended(rec, output, limit):
-            self.debug.write("vine", f"library {rec.library} failed {limit} times: removed; "
-                             "its calls end with 'missing library'")
-            self._end_calls_of(rec.library)
-        self.debug.write("vine", f"library instance {rec.task_id} ({rec.library}) ended "
-                         f"{where}: {output[-2000:].decode('utf-8', 'replace')}")
-
-    def _instance_ended(self, w: WorkerRecord, rec: TaskRecord, msg: p.Complete) -> None:
-        """A library instance stopped (it never ends of its own accord): count the failure
-        against its template, keeping its output to explain it."""
-        self._release(rec)
-
-        def settle(output: bytes) -> None:
-            self._instance_failed(rec, output, f"on {w.label()}")
-            self.txn.library(rec.task_id, "FAILURE", w.worker_id)
-            if self.tuning.watch_library_logfiles and self.library_logs:
-                _write_whole(self._library_log_path(rec.task_id), output)
-            self._send(w, p.Kill(rec.task_id))
-            self.tasks.finish(rec, msg.result)
-            self._dirty = True
-
-        if msg.output_length == 0 or msg.inline_stdout:
-            settle(msg.inline_stdout)
-        else:
-            self._request(w, rec, p.SendStdout(rec.task_id), StdoutReply(
-                rec, int(self.tuning.max_task_stdout_storage),
-                lambda r, ok: settle(r.stdout or b"")))
-
-    def _library_log_path(self, task_id: int) -> str:
-        return os.path.join(self.library_logs, f"library-task-{task_id}.log")
-
-    def _library_log(self, rec: TaskRecord) -> p.Mount:
-        """Watch the output of library instance ``rec`` into its log while it runs."""
-        path = self._library_log_path(rec.task_id)
-        log = File(cvine.VINE_FILE, path, f"library-log-{rec.task_id}", 0, 0)
-        _write_whole(path, b"")
-        rec.task._outputs.append(Mounting(log, ".taskvine.stdout", cvine.VINE_WATCH))
-        return p.Mount(log._cachename, ".taskvine.stdout", cvine.VINE_WATCH)
-
     def remove_library(self, name: str) -> None:
         """Drop template ``name`` and stop its instances."""
         for inst in self.libraries.remove(name):
-            self._stop_instance(inst.rec)
+            instances.stop(self, inst.rec)
         for rec in list(self.tasks.instances.values()):
             if rec.library == name and rec.state == READY:
                 self.tasks.finish(rec, cvine.VINE_RESULT_CANCELLED)
-        self._end_calls_of(name)
+        instances.end_calls_of(self, name)
         self._flush()
-
-    def _end_calls_of(self, name: str) -> None:
-        """Calls waiting for library ``name``, which is gone, end with missing library
-        (calls running in its instances come back forsaken and end the same way)."""
-        for rec in list(self.tasks.records.values()):
-            if rec.state == READY and rec.task._library_required == name:
-                rec.stdout = self.libraries.why_missing(name)
-                self.tasks.finish(rec, cvine.VINE_RESULT_MISSING_LIBRARY)
-        self._dirty = True
 
     def _retry_or_fail(self, rec: TaskRecord, w: WorkerRecord, result: int, code: int) -> None:
         """Forsaken or exhausted: back to the queue unless the task's limit is reached."""
         task = rec.task
-        self._send(w, p.Kill(rec.task_id))
+        self.send(w, p.Kill(rec.task_id))
         self._unlink_unused(w, rec)
         if result == cvine.VINE_RESULT_FORSAKEN:
             rec.forsaken += 1
@@ -821,15 +755,15 @@ class Engine:
         if file._type == cvine.VINE_FILE:
             reply = OutputReply(rec, file._source, w.cache.get(file._cachename),
                                 self._reply_done, self._count_received)
-            self._request(w, rec, p.Get(file._cachename), reply)
+            self.request(w, rec, p.Get(file._cachename), reply)
         elif file._type == cvine.VINE_BUFFER:
-            self._request(w, rec, p.GetFile(file._cachename), BufferReply(rec, file,
+            self.request(w, rec, p.GetFile(file._cachename), BufferReply(rec, file,
                                                                           self._reply_done))
 
-    def _request(self, w: WorkerRecord, rec: TaskRecord, msg: Any, reply: Any) -> None:
+    def request(self, w: WorkerRecord, rec: TaskRecord, msg: Any, reply: Any) -> None:
         rec.pending_replies += 1
         w.conn.replies.append(reply)
-        self._send(w, msg)
+        self.send(w, msg)
 
     def _count_received(self, n: int) -> None:
         self.counters["bytes_received"] += n
@@ -850,7 +784,7 @@ class Engine:
     def _finalize(self, rec: TaskRecord, w: WorkerRecord) -> None:
         """Outputs are in: clean the worker side and queue the task for ``wait()``."""
         self._unlink_unused(w, rec)
-        self._send(w, p.Kill(rec.task_id))
+        self.send(w, p.Kill(rec.task_id))
         if rec.output_error is not None:
             self.debug.write("vine", f"task {rec.task_id}: output transfer error: "
                              f"{rec.output_error}")
@@ -878,146 +812,16 @@ class Engine:
                 continue
             w.file_users.pop(name, None)
             if file._level == cvine.VINE_CACHE_LEVEL_TASK:
-                self._drop_replica(w, name)
-                self._send(w, p.Unlink(name))
+                self.drop_replica(w, name)
+                self.send(w, p.Unlink(name))
 
-    # ------------------------------------------------------------------ worker messages
-    def _on_hello(self, w: WorkerRecord, msg: p.Hello) -> None:
-        if w.hostname != "unknown":
-            raise p.RemoteProtocolError("a second hello")
-        if msg.protocol != p.PROTOCOL_VERSION:  # that connection goes, never its whole host
-            raise p.RemoteProtocolError(f"speaks protocol {msg.protocol}, not "
-                                        f"{p.PROTOCOL_VERSION}")
-        w.hostname, w.os, w.arch, w.version = msg.hostname, msg.os, msg.arch, msg.version
-        self.unidentified -= 1
-        self.counters["workers_joined"] += 1
-        max_workers = self.tuning.max_workers
-        if max_workers >= 0 and self._worker_count() > max_workers:
-            self._remove_worker(w, "EXPLICIT")
-
-    def _on_info(self, w: WorkerRecord, msg: p.Info) -> None:
-        key, value = msg.key, msg.value
-        if key == "worker-id":
-            w.worker_id = value
-            self.txn.worker_connection(value, w.addrport)
-        elif key == "worker-end-time":
-            w.end_time = p.parse_number(value or "0")
-            self._dirty = True
-        elif key == "from-factory":
-            w.factory = value
-        elif key == "idle-disconnect-request":
-            if not w.tasks and not w.conn.replies and not self._holds_sole_temp(w):
-                self._send(w, p.Exit())
-                self.counters["workers_idled_out"] += 1
-        elif key == "library-update":
-            fields = value.split()
-            if len(fields) == 2 and fields[1] == "2":
-                self.txn.library(int(p.parse_number(fields[0])), "STARTED", w.worker_id)
-        elif key == p.MONITOR_INFO:
-            w.monitors = True
-        elif key == TRANSFER_AUTH_INFO:
-            if self.transfer_secret is not None and not w.peer_auth:
-                w.peer_auth = True
-                self.debug.tx(w.hostname, w.addrport, "transfer-secret (hidden)")
-                self._send_raw(w, p.TransferSecret(self.transfer_secret.decode()).encode())
-        elif key in ("disk_exhausted", "memory_exhausted", "wall_time_exhausted", "vacating"):
-            self.debug.write("vine", f"{w.label()} reports {key} {value}")
-
-    def _on_measured(self, w: WorkerRecord, msg: p.Measured) -> None:
-        rec = w.tasks.get(msg.task_id)
-        if rec is not None:
-            self.monitoring.received(w, rec, msg)
-
-    def _holds_sole_temp(self, w: WorkerRecord) -> bool:
-        """Whether ``w`` has the only copy of a temp file (it may not idle out then)."""
-        return any(name.startswith("temp-") and self.replicas.count(name) <= 1
-                   for name in w.cache)
-
-    def _on_resources(self, w: WorkerRecord, msg: p.Resources) -> None:
-        if msg.workers >= 1 and msg.tag >= 0:
-            w.total = Resources(msg.cores, msg.memory, msg.disk, msg.gpus)
-            if not w.has_resources:
-                self.txn.worker_resources(w.worker_id, msg.cores, msg.memory, msg.disk)
-                if self.transfer_secret is not None and not w.peer_auth:
-                    self.debug.write("vine", f"{w.label()} does not authenticate peer "
-                                     "transfers (an upstream worker?): its transfer port "
-                                     "serves anyone who asks, and our workers fetch from it "
-                                     "without the exchange")
-            w.has_resources = True
-            self._dirty = True
-
-    def _on_cache_update(self, w: WorkerRecord, msg: p.CacheUpdate) -> None:
-        name = msg.cachename
-        old = w.cache.get(name, 0)
-        w.cache[name] = msg.size
-        w.cache_bytes += msg.size - old
-        self.replicas.add(name, w)
-        self.transfers.finish(w, name, msg.transfer_id)
-        self.txn.cache_update(w.worker_id, name, msg.size, msg.duration_us, msg.start_us)
-        self._dirty = True
-        if name in w.building:
-            self.delivery.build_ended(w, name, None)
-        if name in self.delivery.producers:
-            self.delivery.replicate(name)
-
-    def _on_cache_invalid(self, w: WorkerRecord, msg: p.CacheInvalid) -> None:
-        self.debug.write("vine", f"{w.label()}: cache object {msg.cachename} invalid: "
-                         f"{msg.text.strip()}")
-        if msg.cachename in w.building:
-            self.delivery.build_ended(w, msg.cachename, msg.text)
-        self._drop_replica(w, msg.cachename)
-        t = self.transfers.finish(w, msg.cachename, msg.transfer_id)
-        pause = self.tuning.transient_error_interval
-        if t is not None and isinstance(t.source, WorkerRecord):
-            self.transfers.source_failed(t.source, pause)
-            self.debug.write("vine", f"transfer of {msg.cachename} from {t.source.label()} "
-                             f"failed: not using it as a source for {pause:.0f}s")
-        elif t is not None and t.put:
-            w.paused_until = self.clock() + pause
-            self.debug.write("vine", f"{w.label()} could not store {msg.cachename}: no tasks "
-                             f"are sent there for {pause:.0f}s")
-        self._dirty = True
-
-    def _on_feature(self, w: WorkerRecord, msg: p.Feature) -> None:
-        w.features.add(msg.name)
-        self._dirty = True
-
-    def _on_transfer_port(self, w: WorkerRecord, msg: Any) -> None:
-        w.transfer_port = msg.port
-
-    def _on_available_results(self, w: WorkerRecord, msg: p.AvailableResults) -> None:
-        for other in self.workers.values():
-            if other.ready:
-                other.conn.replies.append(
-                    ResultsReply(other.tasks, lambda text: self.debug.write("vine", text)))
-                self._send(other, p.SendResults(-1))
-
-    def _on_status(self, w: WorkerRecord, msg: Any) -> None:
-        """A status client (``vine_status``, a browser): answer with JSON and close. Only a
-        connection's first message may ask: a worker that asks is dropped (its tasks go back
-        to the queue)."""
-        if w.hostname != "unknown" or w.tasks or w.worker_id is not None:
-            raise p.RemoteProtocolError(f"a status request ({type(msg).__name__}) from a "
-                                        "connection that is a worker")
-        conn = w.conn
-        del self.workers[conn]
-        self.unidentified -= 1
-        self.status_conns.add(conn)
-        kind = msg.kind if isinstance(msg, p.StatusRequest) else msg.path.strip("/") or "index"
-        body = self.status_builder(kind) if self.status_builder else b"[]"
-        if isinstance(msg, p.HttpGet):
-            body = (b"HTTP/1.1 200 OK\nConnection: close\nAccess-Control-Allow-Origin: *\n"
-                    b"Content-type: text/plain\n\n" + body)
-        conn.send(body)
-        self._to_flush.add(conn)
-
+    # ------------------------------------------------------------------ losing workers
     def _drop_status(self, conn: Connection) -> None:
         self.status_conns.discard(conn)
         self.sel.unregister(conn.sock)
         conn.close()
 
-    # ------------------------------------------------------------------ losing workers
-    def _remove_worker(self, w: WorkerRecord, reason: str) -> None:
+    def remove_worker(self, w: WorkerRecord, reason: str) -> None:
         conn = w.conn
         if conn.closed:
             return
@@ -1058,80 +862,8 @@ class Engine:
         self.debug.write("vine", f"worker {w.label()} removed")
         self._dirty = True
 
-    def _timers(self) -> None:
-        now = self.clock()
-        interval, timeout = self.tuning.keepalive_interval, self.tuning.keepalive_timeout
-        for w in list(self.workers.values()):
-            if w.check_sent and now - w.check_sent > timeout:
-                self.debug.write("vine", f"{w.label()} did not answer a keepalive in "
-                                 f"{timeout:.0f}s")
-                self._remove_worker(w, "FAILURE")
-            elif not w.check_sent and now - w.last_heard > interval and w.hostname != "unknown":
-                w.check_sent = now
-                self._send(w, p.Check())
-            elif w.hostname == "unknown" and now - w.start_time > min(timeout, HELLO_TIMEOUT):
-                self.debug.write("vine", f"{w.label()} said no hello in {HELLO_TIMEOUT:.0f}s")
-                self._remove_worker(w, "UNKNOWN")
-        if self.admission is not None:
-            self.admission.expire(time.monotonic())
-        if self.categories.watch_slow:
-            self._cancel_slow_tasks(int(now * 1e6))
-        for host, until in list(self.blocked.items()):
-            if until and now > until:
-                del self.blocked[host]
-        for t in self.transfers.overdue(self.tuning.min_transfer_timeout,
-                                        self.tuning.default_transfer_rate):
-            self._transfer_overdue(t)
-        if self.periodic is not None:
-            self.periodic()
-        self._dirty = True
-
-    def _cancel_slow_tasks(self, now_us: int) -> None:
-        """api.md §10.4: a task running longer than its category's multiplier × average goes
-        back to the queue for another worker; a worker with two of them is dropped and its
-        host blocked for ``option-blocklist-slow-workers-timeout``."""
-        for w in list(self.workers.values()):
-            for rec in list(w.tasks.values()):
-                limit = self.categories.slow_after_us(rec.task._category)
-                started = rec.metrics.get("time_when_commit_end", now_us)
-                if rec.library is not None or limit is None or now_us - started <= limit:
-                    continue
-                self.debug.write("vine", f"task {rec.task_id} has run "
-                                 f"{(now_us - started) / 1e6:.1f}s on {w.label()}, more than "
-                                 f"{limit / 1e6:.1f}s: trying another worker")
-                self._kill_on_worker(rec)  # its slot and allocation there are free again
-                rec.worker, rec.slow_on = None, w
-                self.tasks.make_ready(rec)
-                w.slow_tasks += 1
-            if w.slow_tasks >= 2 and not w.conn.closed:
-                until = self.tuning.option_blocklist_slow_workers_timeout
-                self.block(w.hostname, until)
-                self.counters["workers_slow"] += 1
-                self.debug.write("vine", f"{w.label()} was slow twice: disconnected, host "
-                                 f"blocked for {until:.0f}s")
-                self._remove_worker(w, "FAST_ABORT")
-
-    def _transfer_overdue(self, t: Transfer) -> None:
-        """A transfer took longer than it may. A worker that does not acknowledge a ``put``
-        is stuck or lying: it is dropped (its tasks go back to the queue). For a ``puturl``
-        the source is freed for others; the destination reports when its fetch ends."""
-        took = time.monotonic() - t.started
-        if t.put:
-            self.debug.write("vine", f"{t.dest.label()} did not acknowledge the put of "
-                             f"{t.cachename} ({t.size} bytes) in {took:.0f}s: disconnecting")
-            self._remove_worker(t.dest, "FAILURE")
-            return
-        self.transfers.finish(t.dest, t.cachename, t.tid)
-        if isinstance(t.source, WorkerRecord):
-            self.transfers.source_failed(t.source, self.tuning.transient_error_interval)
-        self.debug.write("vine", f"transfer {t.tid} of {t.cachename} to {t.dest.label()} is "
-                         f"not over after {took:.0f}s: no longer waiting for it")
-
     def _is_blocked(self, w: WorkerRecord) -> bool:
         return w.hostname in self.blocked or w.paused_until > self.clock()
-
-    def _worker_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.hostname != "unknown")
 
     # ------------------------------------------------------------------ shutdown
     def close(self, shutdown_workers: bool, deadline: float = 5.0) -> None:
@@ -1140,7 +872,7 @@ class Engine:
             return
         self._closed = True
         for w in list(self.workers.values()):
-            self._send(w, p.Exit() if shutdown_workers else p.Release())
+            self.send(w, p.Exit() if shutdown_workers else p.Release())
             if not shutdown_workers:
                 self.counters["workers_released"] += 1
         end = time.monotonic() + deadline
@@ -1159,28 +891,6 @@ class Engine:
         self.sel.close()
         self.listener.close()
 
-    # ------------------------------------------------------------------ state-change log
-    def _on_task_change(self, rec: TaskRecord, old: int, new: int) -> None:
-        self.debug.write("vine", f"Task {rec.task_id} state change: {_CHANGE_TEXT[old, new]}")
-        self.categories.on_change(rec, old, new)
-        txn = self.txn
-        if new == READY:
-            task = rec.task
-            txn.task_ready(rec.task_id, task._category, rec.attempts + 1, _requested(task))
-        elif new == RUNNING:
-            a = rec.allocation
-            txn.task_running(rec.task_id, rec.worker.worker_id,
-                             {"cores": a.cores, "memory": a.memory, "disk": a.disk,
-                              "gpus": a.gpus})
-        elif new == WAITING_RETRIEVAL:
-            txn.task_waiting_retrieval(rec.task_id, rec.worker.worker_id if rec.worker else None)
-        elif new == RETRIEVED:
-            txn.task_retrieved(rec.task_id, _result_name(rec.result), rec.exit_code,
-                               rec.limits_exceeded, _measured(rec))
-
-
-_CHANGE_TEXT = {(a, b): f"{STATE_NAMES[a]} ({a}) to {STATE_NAMES[b]} ({b})"
-                for a in range(len(STATE_NAMES)) for b in range(len(STATE_NAMES))}
 
 COUNTERS = (
     "tasks_recovery", "tasks_submitted", "tasks_dispatched", "tasks_done", "tasks_failed",
@@ -1202,55 +912,19 @@ def _has_room(w: WorkerRecord, mult: float) -> bool:
     return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
 
 
-
-
-def _write_whole(path: str, data: bytes) -> None:
-    """Replace the local file at ``path`` with ``data`` (watched outputs start empty, library
-    logs end whole); a failure shows when the output is retrieved or the log is read."""
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-    except OSError:
-        pass
-
-
-def _requested(task: Task) -> dict:
-    out = {}
-    for key, value in (("cores", task._cores), ("memory", task._memory), ("disk", task._disk),
-                       ("gpus", task._gpus)):
-        if value >= 0:
-            out[key] = value
-    return out
-
-
-def _measured(rec: TaskRecord) -> dict:
-    if not rec.time_worker_end:
-        return {}
-    out = {"start": rec.time_worker_start / 1e6, "end": rec.time_worker_end / 1e6,
-           "wall_time": (rec.time_worker_end - rec.time_worker_start) / 1e6}
-    if rec.measured:
-        out.update((k, v) for k, v in rec.measured.items() if k not in out)
-    return out
-
-
-def _result_name(result: int) -> str:
-    return result_string(result).upper().replace(" ", "_")
-
-
 _HANDLERS: dict[type, Callable[[Engine, WorkerRecord, Any], None]] = {
-    p.Hello: Engine._on_hello,
-    p.Info: Engine._on_info,
-    p.Resources: Engine._on_resources,
+    p.Hello: wm.on_hello,
+    p.Info: wm.on_info,
+    p.Resources: wm.on_resources,
     p.Alive: lambda e, w, m: None,
     p.Complete: Engine._on_complete,
-    p.Measured: Engine._on_measured,
-    p.CacheUpdate: Engine._on_cache_update,
-    p.CacheInvalid: Engine._on_cache_invalid,
-    p.Feature: Engine._on_feature,
-    p.TransferPort: Engine._on_transfer_port,
-    p.TransferHostPort: Engine._on_transfer_port,
-    p.AvailableResults: Engine._on_available_results,
-    p.StatusRequest: Engine._on_status,
-    p.HttpGet: Engine._on_status,
+    p.Measured: wm.on_measured,
+    p.CacheUpdate: wm.on_cache_update,
+    p.CacheInvalid: wm.on_cache_invalid,
+    p.Feature: wm.on_feature,
+    p.TransferPort: wm.on_transfer_port,
+    p.TransferHostPort: wm.on_transfer_port,
+    p.AvailableResults: wm.on_available_results,
+    p.StatusRequest: wm.on_status,
+    p.HttpGet: wm.on_status,
 }

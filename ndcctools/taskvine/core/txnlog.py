@@ -149,6 +149,10 @@ class TransactionLog:
     def task_done(self, task_id: int, result: str, exit_code: int) -> None:
         self._record(f"TASK {task_id} DONE {result}  {exit_code} ")
 
+    def category(self, name: str, kind: str, resources: dict) -> None:
+        """``kind``: ``MAX``, ``MIN`` or ``FIRST <MODE>``."""
+        self._record(f"CATEGORY {name} {kind} {resources_json(resources)}")
+
     def library(self, library_id: int, state: str, worker_id: str | None) -> None:
         self._record(f"LIBRARY {library_id} {state} {worker_id or '(null)'}")
 

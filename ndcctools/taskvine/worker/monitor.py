@@ -29,6 +29,7 @@ from .. import protocol as p
 
 MB = 1 << 20
 FIRST_SAMPLE = 0.25  # seconds from the start to the first sample; the gap then doubles
+SCAN_ALL_FROM = 3  # tasks due at once from which one pass over all processes is cheaper
 SERIES_COLUMNS = ("wall_clock", "cpu_time", "cores", "memory", "virtual_memory", "disk",
                   "bytes_read", "bytes_written", "max_concurrent_processes")
 
@@ -176,7 +177,18 @@ class Meters:
 
     @staticmethod
     def trees(roots: list[int]) -> dict[int, list[psutil.Process]]:
-        """The processes under each root pid (the root first), from one pass."""
+        """The processes under each root pid (the root first). psutil finds one root's
+        descendants from a table of parents it reads fast (about 1 ms here); for more roots
+        one pass that reads every process's parent (about 2 ms for 70 processes) serves all."""
+        if len(roots) <= SCAN_ALL_FROM:
+            out = {}
+            for root in roots:
+                try:
+                    top = psutil.Process(root)
+                    out[root] = [top, *top.children(recursive=True)]
+                except psutil.Error:
+                    out[root] = []
+            return out
         children: dict[int, list[psutil.Process]] = {}
         procs: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["ppid"]):
@@ -192,7 +204,6 @@ class Meters:
                 i += 1
             out[root] = tree
         return out
-
 
 def _mb(nbytes: float) -> int:
     return math.ceil(nbytes / MB)
