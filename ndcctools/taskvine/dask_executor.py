@@ -35,6 +35,7 @@ from typing import Any
 import cloudpickle
 
 from . import cvine
+from .core.categories import parse_mode
 from .dask_dag import DaskVineDag, DaskVineNoResult, daskvine_merge
 from .file import File
 from .manager import Manager
@@ -202,7 +203,8 @@ class DaskVine(Manager):
             environment=self._dask_environment(environment, env_per_task),
             extra_files=dict(extra_files or {}), env_vars=dict(env_vars or {}),
             worker_transfers=bool(worker_transfers and lazy_transfers),
-            checkpoint_fn=checkpoint_fn, resources=resources, retries=int(retries),
+            checkpoint_fn=checkpoint_fn, resources=resources, resources_mode=resources_mode,
+            retries=int(retries),
             submit_per_cycle=_limit(submit_per_cycle), max_pending=_limit(max_pending),
             verbose=verbose, progress=not progress_disable, progress_label=progress_label,
             wrapper=wrapper, wrapper_proc=wrapper_proc, priority_mode=task_priority_mode,
@@ -221,18 +223,10 @@ class DaskVine(Manager):
 
     # ------------------------------------------------------------------ helpers of get
     def _dask_scheduling(self, scheduling_mode: str, resources_mode: str | None) -> None:
-        setter = getattr(self, "set_scheduler", None)
-        if setter is not None:
-            setter(scheduling_mode)
-        elif scheduling_mode != "files":
-            raise NotImplementedError("scheduling_mode: this manager has no set_scheduler "
-                                      "yet (it schedules by files)")
+        self.set_scheduler(scheduling_mode)
         if resources_mode is not None:
-            if not hasattr(self, "set_category_mode") or not hasattr(self, "enable_monitoring"):
-                raise NotImplementedError("resources_mode needs category modes and resource "
-                                          "monitoring, which this manager does not have yet")
+            parse_mode(resources_mode)  # a wrong name fails now, not at the first node
             self.enable_monitoring()
-            self._dask_resources_mode = resources_mode
 
     def _dask_environment(self, environment: File | str | None,
                           per_task: bool) -> File | None:
@@ -578,8 +572,11 @@ class _GraphRun:
         t.set_tag(self.tag)
         if self.libraries is None:  # the libraries carry these for function calls
             self.opts.decorate(self.m, t)
-            if self.opts.resources and category not in self.categories_set:
-                self.m.set_category_resources_max(category, self.opts.resources)
+            if category not in self.categories_set:
+                if self.opts.resources:
+                    self.m.set_category_resources_max(category, self.opts.resources)
+                if self.opts.resources_mode is not None:  # sized from measurements
+                    self.m.set_category_mode(category, self.opts.resources_mode)
         else:  # a call runs in its own sandbox: extra files must be there too
             for f, name in self.opts.extra_files.items():
                 t.add_input(f, name)

@@ -24,7 +24,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import cvine, functional
+from . import cvine, display, functional
 from .core import cachenames, runinfo
 from .core.catalog_reporter import CatalogReporter, Sender
 from .core.categories import CategoryStats
@@ -132,8 +132,11 @@ def _weak(method: Callable, default: Any = None) -> Callable:
 
 
 def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
-                  shutdown: bool, sender: Sender) -> None:
+                  shutdown: bool, sender: Sender, observers: dict[str, Any]) -> None:
     """Teardown, shared by close(), the context manager, GC and interpreter exit."""
+    for server in observers.values():
+        server.close()
+    observers.clear()
     sender.stop()
     engine.close(shutdown)
     txn.manager_end()
@@ -153,9 +156,13 @@ class Manager:
                  shutdown: bool = False, run_info_path: str | None = None,
                  run_info_template: str | None = None, staging_path: str | None = None,
                  ssl: Any = None, init_fn: Any = None, status_display_interval: Any = None,
-                 prometheus_port: int | None = None):
-        if prometheus_port is not None:
-            raise NotImplementedError("Prometheus metrics arrive with a later issue")
+                 prometheus_port: int | None = None, dashboard_port: int | None = None):
+        for arg, value in (("prometheus_port", prometheus_port), ("dashboard_port",
+                                                                   dashboard_port)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= 65535):
+                raise ValueError(f"{arg} must be a port number (0: any free port), not "
+                                 f"{value!r}")
         wanted = _port_range(port)
         self._info = create_run_info(run_info_path, run_info_template, staging_path)
         try:
@@ -193,9 +200,15 @@ class Manager:
         self._txn.manager_start()
         self._debug.write("tcp", f"listening on port {self.port}")
         self._debug.write("vine", f"Manager is listening on port {self.port}.")
+        self._observers: dict[str, Any] = {}  # "prometheus", "dashboard": their servers
         self._finalizer = weakref.finalize(
             self, _close_engine, self._engine, self._txn, self._debug, self._info.staging,
-            shutdown, self._catalog.sender)
+            shutdown, self._catalog.sender, self._observers)
+        self._start_observers(prometheus_port, dashboard_port)
+        self._displays: list[Any] = []  # refreshed by wait(): a notebook widget, a progress line
+        widget = display.Widget.start(self, status_display_interval)
+        if widget is not None:
+            self._displays.append(widget)
         if init_fn is not None:
             init_fn(self)
 
@@ -272,9 +285,30 @@ class Manager:
     def cache_directory(self) -> str:
         return self._info.cache
 
+    def _start_observers(self, prometheus_port: int | None, dashboard_port: int | None) -> None:
+        """The HTTP servers that let people watch the run; they hold the manager only
+        weakly, so that it can still be collected and closed."""
+        me = weakref.proxy(self)
+        if prometheus_port is not None:
+            from . import prometheus  # prometheus_client is imported only when asked for
+            self._observers["prometheus"] = prometheus.start(me, prometheus_port)
+        if dashboard_port is not None:
+            from . import dashboard
+            self._observers["dashboard"] = dashboard.start(me, dashboard_port)
+        for kind, server in self._observers.items():
+            self._debug.write("vine", f"{kind} serving on port {server.port}")
+
     @property
-    def prometheus_port(self) -> None:
-        return None
+    def prometheus_port(self) -> int | None:
+        """The port serving Prometheus metrics (None: none, or no longer)."""
+        server = self._observers.get("prometheus")
+        return server.port if server is not None else None
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the live dashboard is served (None: none, or no longer)."""
+        server = self._observers.get("dashboard")
+        return server.url if server is not None else None
 
     def set_name(self, name: str) -> None:
         """Advertise the manager to the catalogs under project ``name`` (from the next
@@ -313,9 +347,32 @@ class Manager:
 
     def wait(self, timeout: Any = "wait_forever") -> Task | None:
         """Serve workers until a task finishes (returned) or ``timeout`` s pass (None)."""
+        if self._displays:
+            self._refresh_displays()
         if self._tasks_cache is not None:
             return self._tasks_cache.wait(_timeout(timeout), None, -1)
         return self._engine.wait(_timeout(timeout))
+
+    def _refresh_displays(self) -> None:
+        for shown in list(self._displays):
+            try:
+                shown.tick()
+            except Exception as e:  # noqa: BLE001 - a display never breaks the program
+                self._displays.remove(shown)
+                self._debug.write("vine", f"display {type(shown).__name__} switched off: {e}")
+
+    def show_progress(self, on: bool = True, stream: Any = None) -> None:
+        """Draw one progress line (tasks by state, workers, tasks/s) on ``stream`` (stderr)
+        from ``wait``, at most twice a second; off by default."""
+        for shown in [d for d in self._displays if isinstance(d, display.ProgressLine)]:
+            self._displays.remove(shown)
+            shown.close()
+        if on:
+            self._displays.append(display.ProgressLine(self, stream))
+
+    def _repr_html_(self) -> str:
+        """The manager in a notebook: the run, tasks by state, workers, categories."""
+        return display.summary_html(self)
 
     def wait_for_tag(self, tag: str | None, timeout: Any = "wait_forever") -> Task | None:
         if self._tasks_cache is not None:

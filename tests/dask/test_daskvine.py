@@ -215,12 +215,29 @@ def test_bad_options(dask_manager):
         m.get(dsk, "x", low_memory_mode=True)
     with pytest.raises(KeyError, match="nope"):
         m.get(dsk, "nope")
-    if not hasattr(m, "set_scheduler"):
-        with pytest.raises(NotImplementedError, match="scheduling_mode"):
-            m.get(dsk, "x", scheduling_mode="time")
-    if not hasattr(m, "set_category_mode"):
-        with pytest.raises(NotImplementedError, match="resources_mode"):
-            m.get(dsk, "x", resources_mode="max")
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        m.get(dsk, "x", scheduling_mode="fastest")
+    with pytest.raises(ValueError, match="unknown category mode"):
+        m.get(dsk, "x", resources_mode="largest")
+
+
+def test_resources_and_scheduling_modes_size_nodes_from_measurements(tmp_path):
+    """``resources_mode`` puts each node's category in that allocation mode, with
+    monitoring on: the nodes are measured and the category's statistics show it."""
+    pool = Workers(tmp_path)
+    try:
+        with DaskVine(port=0, run_info_path=str(tmp_path / "vine-run-info")) as m:
+            pool.start(m, cores=2, memory=2000, disk=4000)
+            wait_connected(m, 1)
+            dsk = {"a": (sum, [1, 2]), "b": (sum, ["a", 3]), "c": (max, ["a", "b"])}
+            assert m.get(dsk, "c", resources_mode="max", scheduling_mode="time",
+                         task_mode="tasks") == 6
+            (category,) = {c for c in m._engine.categories.by_name if "sum" in c}
+            s = m.stats_category(category)
+            assert s.mode == "max" and s.tasks_done == 2
+            assert s.max_seen["memory"] >= 1  # measured by the worker
+    finally:
+        pool.stop_all()
 
 
 @pytest.mark.parametrize("mode", MODES)

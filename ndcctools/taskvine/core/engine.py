@@ -94,7 +94,8 @@ class Engine:
         self.listener = Listener(listener, self.sel, debug)
         self.port = self.listener.port
         self.categories = Categories(tuning, txn=txn)  # per-category state, allocation modes
-        self.tasks = TaskTable(TaskChangeLog(debug, self.categories, txn).changed)
+        self.changes = TaskChangeLog(debug, self.categories, txn)  # .history: observe/
+        self.tasks = TaskTable(self.changes.changed)
         self.workers: dict[Connection, WorkerRecord] = {}
         self.status_conns: set[Connection] = set()
         self.blocked: dict[str, float] = {}  # host -> until (0 = forever)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..task import Task
     from .categories import Categories
     from .debuglog import DebugLog
+    from .history import History
     from .txnlog import TransactionLog
 
 _CHANGE_TEXT = {(a, b): f"{STATE_NAMES[a]} ({a}) to {STATE_NAMES[b]} ({b})"
@@ -33,6 +34,7 @@ class TaskChangeLog:
         self.debug = debug
         self.categories = categories
         self.txn = txn
+        self.history: History | None = None  # only while someone observes the run
 
     def changed(self, rec: TaskRecord, old: int, new: int) -> None:
         self.debug.write("vine", f"Task {rec.task_id} state change: {_CHANGE_TEXT[old, new]}")
@@ -51,6 +53,8 @@ class TaskChangeLog:
         elif new == RETRIEVED:
             txn.task_retrieved(rec.task_id, result_name(rec.result), rec.exit_code,
                                rec.limits_exceeded, _measured(rec))
+            if self.history is not None:
+                self.history.retrieved(rec)
 
 
 def result_name(result: int) -> str:
