@@ -8,7 +8,9 @@ variant, which is the unchanged script with ``ndcctools.taskvine.Manager`` patch
 
 * ``secure``: ``ssl=True`` and a password file, and every worker given ``--ssl --password
   FILE`` (ours and upstream's workers understand both);
-* ``monitoring``: ``enable_monitoring()`` (watchdog on) called on every manager.
+* ``monitoring``: ``enable_monitoring()`` (watchdog on) called on every manager;
+* ``observed``: every manager serves Prometheus metrics, scraped every second, and the
+  dashboard, open in a headless Chromium (``/usr/bin/chromium``) for the whole run.
 
 Prints one JSON line per result (with ``"mode"``), then the medians side by side.
 """
@@ -16,13 +18,18 @@ Prints one JSON line per result (with ``"mode"``), then the medians side by side
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import runpy
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 
 SCRIPTS = {"B1": ("b1_command_throughput.py", ["--n", "5000"]),
            "B4": ("b4_data_movement.py", []),
@@ -48,11 +55,15 @@ def run_variant(variant: str, script: str, args: list[str]) -> None:
         def __init__(self, *a, **kw):
             if variant == "secure":
                 kw["ssl"] = True
+            elif variant == "observed":
+                kw.update(prometheus_port=0, dashboard_port=0)
             super().__init__(*a, **kw)
             if variant == "secure":
                 self.set_password_file(password_file)
-            else:
+            elif variant == "monitoring":
                 self.enable_monitoring()
+            else:
+                watch(self.prometheus_port, self.dashboard_url)
 
     vine.Manager = PatchedManager
     sys.argv = [script, *args]
@@ -63,9 +74,28 @@ def run_variant(variant: str, script: str, args: list[str]) -> None:
             os.unlink(password_file)
 
 
+def watch(metrics_port: int, dashboard_url: str) -> None:
+    """Scrape the metrics every second and keep the dashboard open in a browser until this
+    process exits."""
+    def scrape() -> None:
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                r.read()
+            time.sleep(1)
+
+    threading.Thread(target=scrape, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="vine-bench-chromium-")
+    browser = subprocess.Popen(
+        ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-port=0",
+         dashboard_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(lambda: (browser.kill(), browser.wait(), shutil.rmtree(profile, True)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--variant", choices=("secure", "monitoring"), default="secure")
+    ap.add_argument("--variant", choices=("secure", "monitoring", "observed"), default="secure")
     ap.add_argument("--only", default="B1,B4,B5")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--bench", default=DEFAULT_BENCH, help="the yardstick's directory")
