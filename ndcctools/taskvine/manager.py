@@ -134,17 +134,20 @@ def _weak(method: Callable, default: Any = None) -> Callable:
 def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
                   shutdown: bool, sender: Sender, observers: dict[str, Any]) -> None:
     """Teardown, shared by close(), the context manager, GC and interpreter exit."""
-    for server in observers.values():
-        server.close()
-    observers.clear()
-    sender.stop()
-    engine.close(shutdown)
-    txn.manager_end()
-    debug.write("vine", "manager end")
-    txn.close()
-    engine.graph.close()
-    debug.close()
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for server in observers.values():
+            server.close()
+        observers.clear()
+        sender.stop()
+        engine.close(shutdown)
+    finally:  # whatever failed above, the logs end and are written out
+        engine.perf.close()
+        txn.manager_end()
+        debug.write("vine", "manager end")
+        txn.close()
+        engine.graph.close()
+        debug.close()
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class Manager:

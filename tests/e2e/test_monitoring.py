@@ -44,7 +44,7 @@ def test_measurements_of_memory_cores_disk_and_processes(manager, workers, tmp_p
     assert 300 <= r.memory <= 400, r
     assert r.virtual_memory >= r.memory
     r = busy.resources_measured
-    assert 1.6 <= r.cores <= 2.6, r
+    assert 1.5 <= r.cores <= 2.6, r  # two busy processes (less if the machine is loaded)
     assert r.cpu_time >= 3.5 and r.max_concurrent_processes >= 3, r
     assert r.total_processes >= 3
     r = disk.resources_measured

@@ -197,9 +197,10 @@ class Delivery:
             # filled the sources' transfer slots since; a temp has no other way to get there
             source = self._peer_source(file, w, limited=False)
         if source is not None:
-            tid = self.transfers.start(source, w, name, source.cache.get(name, 0) or len(file))
+            size = source.cache.get(name, 0) or len(file)  # a temp's size: the replica's
+            tid = self.transfers.start(source, w, name, size)
             url = peer_url(source, w, name)
-            self.send(w, p.PutUrl(url, name, file._level, len(file), file._mode or 0o755, tid))
+            self.send(w, p.PutUrl(url, name, file._level, size, file._mode or 0o755, tid))
             w.cache[name] = 0
             return
         if file._type == cvine.VINE_TEMP:
@@ -253,9 +254,10 @@ class Delivery:
                 source = self._peer_source(file, w)
                 if source is None:
                     return
-                tid = self.transfers.start(source, w, name, source.cache.get(name, 0))
+                size = source.cache.get(name, 0)
+                tid = self.transfers.start(source, w, name, size)
                 url = peer_url(source, w, name)
-                self.send(w, p.PutUrl(url, name, file._level, len(file), 0o755, tid, now=True))
+                self.send(w, p.PutUrl(url, name, file._level, size, 0o755, tid, now=True))
                 w.cache[name] = 0
                 wanted -= 1
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import selectors
 import socket
 import ssl
@@ -44,12 +45,15 @@ from .admission import Admission, Pending
 from .allocation import Policy, allocate, can_ever_fit, fits
 from .categories import Categories
 from .connection import Connection
+from .debuglog import wire_lines
 from .delivery import Delivery
 from .instances import write_whole
 from .libraries import LibraryTable
 from .listener import Listener
 from .monitoring import Monitoring
+from .perflog import PerfLog
 from .retrieval import BufferReply, OutputReply, StdoutReply
+from .status import snapshot
 from .task_changes import TaskChangeLog, result_name
 from .tasks import (
     READY,
@@ -75,6 +79,7 @@ HELLO_TIMEOUT = 30.0  # seconds a connection has to say hello (upstream: keepali
 # (both read at each use, so tests may lower them)
 FORSAKEN_STREAK_MAX = 10  # a worker that forsakes this many tasks in a row is dropped
 NOTHING = Resources(0, 0, 0, 0)  # what a function call occupies
+_WITH_BODY = (p.TaskMsg, p.MiniTaskMsg)  # messages of several lines, each one logged
 NO_OUTPUTS = {cvine.VINE_RESULT_INPUT_MISSING, cvine.VINE_RESULT_FORSAKEN,
               cvine.VINE_RESULT_RESOURCE_EXHAUSTION}
 
@@ -120,6 +125,20 @@ class Engine:
         self.transfer_secret: bytes | None = None  # handed to our workers (security.py)
         self.unidentified = 0  # connections that have not said hello (or asked for status)
         self._refusing = False  # new connections refused: too many unidentified ones
+        self.perf = PerfLog(os.path.join(os.path.dirname(debug.path), "performance"),
+                            lambda: snapshot(self, 0), self._perf_fingerprint,
+                            lambda: self.tuning.perf_log_interval, clock)
+
+    def _perf_fingerprint(self) -> tuple:
+        """Changes whenever a task changes state or a worker comes or goes."""
+        return (*self.counters.values(), *self.tasks.counts, len(self.workers))
+
+    def flush_logs(self) -> None:
+        """Write out what the logs hold (the timer and an idle wait call this)."""
+        self.debug.flush()
+        self.txn.flush()
+        self.graph.flush()
+        self.perf.flush()
 
     def secure(self, tls: ssl.SSLContext | None, password: bytes | None) -> None:
         """Demand TLS and/or the password from connections accepted from now on; without a
@@ -149,7 +168,9 @@ class Engine:
 
     def wait(self, timeout: float | None, tag: str | None = None, task_id: int = -1) -> Task | None:
         """Run until a finished task matching ``tag``/``task_id`` can be returned."""
-        return self._wait(timeout, tag, task_id)
+        task = self._wait(timeout, tag, task_id)
+        self.perf.wait_ended(task is not None)
+        return task
 
     def _wait(self, timeout: float | None, tag: str | None, task_id: int) -> Task | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -292,9 +313,7 @@ class Engine:
         self._flush()
         busy = self._dirty or self._to_flush
         if not busy and timeout > 0:  # about to idle: make the logs current first
-            self.debug.flush()
-            self.txn.flush()
-            self.graph.flush()
+            self.flush_logs()
         for key, mask in self.sel.select(0 if busy else timeout):
             if key.data is None:
                 self._accept()
@@ -420,7 +439,11 @@ class Engine:
 
     def send(self, w: WorkerRecord, msg: Any) -> None:
         data = msg.encode()
-        self.debug.tx(w.hostname, w.addrport, data[:data.find(b"\n")].decode("utf-8", "replace"))
+        if type(msg) in _WITH_BODY:
+            self.debug.tx_lines(w.hostname, w.addrport, wire_lines(data))
+        else:
+            self.debug.tx(w.hostname, w.addrport,
+                          data[:data.find(b"\n")].decode("utf-8", "replace"))
         w.conn.send(data)
         self._to_flush.add(w.conn)
 
@@ -830,6 +853,7 @@ class Engine:
             self._drop_status(conn)
             return
         self.workers.pop(conn, None)
+        self.debug.write("vine", f"worker {w.label()} removed")  # before its tasks' changes
         if w.hostname == "unknown":
             self.unidentified -= 1
         try:
@@ -860,7 +884,6 @@ class Engine:
             self.counters["workers_lost"] += 1
         if w.worker_id is not None:
             self.txn.worker_disconnection(w.worker_id, reason)
-        self.debug.write("vine", f"worker {w.label()} removed")
         self._dirty = True
 
     def _is_blocked(self, w: WorkerRecord) -> bool:
@@ -876,6 +899,9 @@ class Engine:
             self.send(w, p.Exit() if shutdown_workers else p.Release())
             if not shutdown_workers:
                 self.counters["workers_released"] += 1
+            self.debug.write("vine", f"worker {w.label()} removed")
+            if w.worker_id is not None:
+                self.txn.worker_disconnection(w.worker_id, "EXPLICIT")
         end = time.monotonic() + deadline
         while self._to_flush and time.monotonic() < end:
             self._flush()
@@ -884,6 +910,7 @@ class Engine:
         for conn in list(self.workers) + list(self.status_conns):
             conn.close()
         self.workers.clear()
+        self.perf.close()  # the last row: every worker released
         if self.admission is not None:
             self.admission.close()
         if self._waker is not None:

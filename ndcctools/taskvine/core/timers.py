@@ -12,6 +12,8 @@ message came.
     blocklist      hosts whose block ran out are unblocked
     transfers      overdue transfers are given up (a ``put`` not acknowledged drops its worker)
     periodic       the facade's timer (catalog updates)
+    logs           a performance row if tasks changed and perf-log-interval has passed;
+                   every log's buffer written out
 
 The state all this reads and changes belongs to the engine and its owners (workers, tasks,
 transfers, categories); these functions take the engine as their first argument.
@@ -47,6 +49,8 @@ def every_second(e: Engine, hello_timeout: float) -> None:
         _transfer_overdue(e, t)
     if e.periodic is not None:
         e.periodic()
+    e.perf.tick()
+    e.flush_logs()
     e._dirty = True
 
 
