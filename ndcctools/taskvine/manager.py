@@ -24,14 +24,14 @@ from typing import Any
 
 import cloudpickle
 
-from . import cvine, display, functional
+from . import __version__, cvine, display, functional
 from .core import cachenames, runinfo
 from .core.catalog_reporter import CatalogReporter, Sender
 from .core.categories import CategoryStats
 from .core.debuglog import DebugLog
 from .core.engine import Engine
 from .core.hungry import hungry as compute_hungry
-from .core.runinfo import create_run_info
+from .core.runinfo import RunInfo, create_run_info, write_workflow
 from .core.scheduling import parse_scheduler
 from .core.status import ALIASES as STATUS_KINDS
 from .core.status import Stats, report, snapshot, to_json
@@ -131,8 +131,9 @@ def _weak(method: Callable, default: Any = None) -> Callable:
     return call
 
 
-def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging: str,
-                  shutdown: bool, sender: Sender, observers: dict[str, Any]) -> None:
+def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, info: RunInfo,
+                  shutdown: bool, sender: Sender, observers: dict[str, Any],
+                  facts: dict[str, Any]) -> None:
     """Teardown, shared by close(), the context manager, GC and interpreter exit."""
     try:
         for server in observers.values():
@@ -142,12 +143,13 @@ def _close_engine(engine: Engine, txn: TransactionLog, debug: DebugLog, staging:
         engine.close(shutdown)
     finally:  # whatever failed above, the logs end and are written out
         engine.perf.close()
+        write_workflow(info.logs, facts, engine.counters, __version__)
         txn.manager_end()
         debug.write("vine", "manager end")
         txn.close()
         engine.graph.close()
         debug.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(info.staging, ignore_errors=True)
 
 
 class Manager:
@@ -204,9 +206,11 @@ class Manager:
         self._debug.write("tcp", f"listening on port {self.port}")
         self._debug.write("vine", f"Manager is listening on port {self.port}.")
         self._observers: dict[str, Any] = {}  # "prometheus", "dashboard": their servers
+        self._facts = {"name": name, "port": self.port, "uuid": self._uuid,  # workflow.json
+                       "started_us": self._started_us}
         self._finalizer = weakref.finalize(
-            self, _close_engine, self._engine, self._txn, self._debug, self._info.staging,
-            shutdown, self._catalog.sender, self._observers)
+            self, _close_engine, self._engine, self._txn, self._debug, self._info,
+            shutdown, self._catalog.sender, self._observers, self._facts)
         self._start_observers(prometheus_port, dashboard_port)
         self._displays: list[Any] = []  # refreshed by wait(): a notebook widget, a progress line
         widget = display.Widget.start(self, status_display_interval)
@@ -316,7 +320,7 @@ class Manager:
     def set_name(self, name: str) -> None:
         """Advertise the manager to the catalogs under project ``name`` (from the next
         ``wait``, then every ``update-interval`` seconds)."""
-        self._name = name
+        self._name = self._facts["name"] = name
         self._catalog.soon()
 
     def set_priority(self, priority: int) -> None:

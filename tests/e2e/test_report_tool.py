@@ -100,6 +100,9 @@ def test_the_report_tool_reads_our_run(tmp_path, workers):
     with vine.Manager(port=0, run_info_path=str(tmp_path / "vine-run-info")) as m:
         run = _run(m, workers, tmp_path)
         runtime = m.runtime_directory
+    from taskvine_report.cli.parse import find_valid_dirs
+    found = {os.path.realpath(d) for d in find_valid_dirs(str(tmp_path))}
+    assert found == {runtime}  # (and most-recent, a link to it): every log, workflow.json
     dp = DataParser(runtime)
     dp.parse_logs()
     CSVManager(runtime, data_parser=dp).generate_csv_files()
@@ -148,6 +151,8 @@ def _check_tasks(dp, run):
     successful = [t for t in dp.tasks.values() if t.task_status == 0]
     assert len(successful) == stats.tasks_successful == len(done)
     assert len({t.task_id for t in dp.tasks.values()}) == stats.tasks_submitted + 1  # library
+    (library,) = [t for t in dp.tasks.values() if t.is_library_task]  # seen as one, as upstream's
+    assert library.task_id not in {t.task_id for t in successful}
 
 
 def _check_transfer(dp, run):

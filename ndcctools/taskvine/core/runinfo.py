@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -41,3 +42,42 @@ def create_run_info(path: str | None, template: str | None, staging_path: str | 
         pass
     os.environ["VINE_RUNTIME_INFO_DIR"] = runtime
     return info
+
+
+def write_workflow(logs: str, facts: dict, counters: dict, version: str) -> None:
+    """``vine-logs/workflow.json``, written at shutdown: a small provenance record shaped as
+    an RO-Crate (``@context``, ``@graph``) naming the run, this TaskVine and the manager
+    (``managerInfo``: project, port, times, what it did). The report tool's recursive mode
+    looks for it beside the other logs."""
+    now = time.time()
+    started = facts["started_us"] / 1e6
+    crate = {
+        "@context": "https://w3id.org/ro/crate/1.1/context",
+        "@graph": [
+            {"@id": "ro-crate-metadata.json", "@type": "CreativeWork",
+             "conformsTo": {"@id": "https://w3id.org/ro/crate/1.1"}, "about": {"@id": "./"}},
+            {"@id": "./", "@type": "Dataset", "name": facts.get("name") or "TaskVine run",
+             "dateCreated": _iso(started), "hasPart": [{"@id": name} for name in (
+                 "debug", "transactions", "performance", "taskgraph")]},
+            {"@id": "#taskvine", "@type": "SoftwareApplication", "name": "TaskVine",
+             "softwareVersion": version,
+             "managerInfo": {"project": facts.get("name"), "port": facts["port"],
+                             "uuid": facts["uuid"], "pid": os.getpid(),
+                             "started": _iso(started), "ended": _iso(now),
+                             "run_info": os.path.dirname(logs),
+                             **{k: counters.get(k, 0) for k in (
+                                 "tasks_submitted", "tasks_done", "tasks_failed",
+                                 "workers_joined", "workers_removed", "bytes_sent",
+                                 "bytes_received")}}},
+        ],
+    }
+    try:
+        with open(os.path.join(logs, "workflow.json"), "w") as f:
+            json.dump(crate, f, indent=2)
+            f.write("\n")
+    except OSError:
+        pass  # a full disk under the logs stops nothing (as the other logs)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(epoch))

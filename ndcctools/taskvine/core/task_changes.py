@@ -16,7 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..results import result_string
-from .tasks import READY, RETRIEVED, RUNNING, STATE_NAMES, WAITING_RETRIEVAL, TaskRecord
+from .tasks import (
+    INITIAL,
+    READY,
+    RETRIEVED,
+    RUNNING,
+    STATE_NAMES,
+    WAITING_RETRIEVAL,
+    TaskRecord,
+)
 
 if TYPE_CHECKING:
     from ..task import Task
@@ -37,7 +45,13 @@ class TaskChangeLog:
         self.history: History | None = None  # only while someone observes the run
 
     def changed(self, rec: TaskRecord, old: int, new: int) -> None:
-        self.debug.write("vine", f"Task {rec.task_id} state change: {_CHANGE_TEXT[old, new]}")
+        if rec.library is None:
+            self.debug.write("vine", f"Task {rec.task_id} state change: "
+                             f"{_CHANGE_TEXT[old, new]}")
+        elif new != READY:  # upstream's instances go from INITIAL straight to RUNNING, and
+            # the report tool takes that for the mark of a library
+            self.debug.write("vine", f"Task {rec.task_id} state change: "
+                             f"{_CHANGE_TEXT[INITIAL if new == RUNNING else old, new]}")
         self.categories.on_change(rec, old, new)
         txn = self.txn
         if new == READY:
