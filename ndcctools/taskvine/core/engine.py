@@ -271,7 +271,7 @@ class Engine:
                 done(file._data)
             elif ok or not self.fetch_async(file, done):
                 done(None)
-        w.conn.replies.append(BufferReply(probe, file, arrived))
+        w.conn.replies.append(BufferReply(probe, file, arrived, self._count_received))
         self.send(w, p.GetFile(file._cachename))
         return True
 
@@ -781,8 +781,8 @@ class Engine:
                                 self._reply_done, self._count_received)
             self.request(w, rec, p.Get(file._cachename), reply)
         elif file._type == cvine.VINE_BUFFER:
-            self.request(w, rec, p.GetFile(file._cachename), BufferReply(rec, file,
-                                                                          self._reply_done))
+            self.request(w, rec, p.GetFile(file._cachename),
+                         BufferReply(rec, file, self._reply_done, self._count_received))
 
     def request(self, w: WorkerRecord, rec: TaskRecord, msg: Any, reply: Any) -> None:
         rec.pending_replies += 1

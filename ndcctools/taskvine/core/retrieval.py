@@ -131,8 +131,9 @@ class OutputReply(Reply):
 class BufferReply(Reply):
     """``getfile <cachename>`` → one ``file`` item kept in memory on the ``File``."""
 
-    def __init__(self, rec: TaskRecord, file: File, done: Done):
-        self.rec, self.file, self.done = rec, file, done
+    def __init__(self, rec: TaskRecord, file: File, done: Done,
+                 on_bytes: Callable[[int], None]):
+        self.rec, self.file, self.done, self.on_bytes = rec, file, done, on_bytes
         self.chunks: list[bytes] = []
         self.left = -1
 
@@ -156,6 +157,7 @@ class BufferReply(Reply):
         if self.left:
             return False
         self.file._data = b"".join(self.chunks)
+        self.on_bytes(len(self.file._data))
         self.done(self.rec, True)
         return True
 
