@@ -457,9 +457,12 @@ class Engine:
         if not self._dirty:
             return False
         self._dirty = False
+        if not self.tasks.counts[READY]:
+            return False  # (calls and library instances are READY tasks too)
         mult = self.tuning.resource_submit_multiplier
+        now, blocked = self.clock(), self.blocked  # (this walk is per pass: keep it lean)
         candidates = [w for w in self.workers.values() if w.ready and _has_room(w, mult)
-                      and not self._is_blocked(w)]
+                      and w.paused_until <= now and not (blocked and w.hostname in blocked)]
         if self.tuning.wait_for_workers > len(self.workers):
             return False
         if not candidates and not self.libraries.instances:
@@ -563,18 +566,22 @@ class Engine:
         best (``scheduling.score``): by default the one holding most of its input bytes."""
         task = rec.task
         mode = task._scheduler or self.scheduler
+        first_fit = mode == scheduling.FILES and not task._inputs  # every score is 0
         limits = self.categories.limits(rec)
         best, best_alloc, best_score = None, None, None
         for w in candidates:
             if w is rec.slow_on:
                 continue
-            alloc = self._allocation(rec, w, policy, limits)
             free = w.free(mult)
+            score = scheduling.score(mode, task, w, free)
+            if best is not None and not score > best_score:
+                continue  # it cannot win: its allocation need not be computed
+            alloc = self._allocation(rec, w, policy, limits)
             if alloc is None or not fits(alloc, free):
                 continue
-            score = scheduling.score(mode, task, w, free)
-            if best is None or score > best_score:
-                best, best_alloc, best_score = w, alloc, score
+            best, best_alloc, best_score = w, alloc, score
+            if first_fit:
+                break
         return None if best is None else (best, best_alloc)
 
     def _allocation(self, rec: TaskRecord, w: WorkerRecord, policy: Policy,
@@ -886,9 +893,6 @@ class Engine:
             self.txn.worker_disconnection(w.worker_id, reason)
         self._dirty = True
 
-    def _is_blocked(self, w: WorkerRecord) -> bool:
-        return w.hostname in self.blocked or w.paused_until > self.clock()
-
     # ------------------------------------------------------------------ shutdown
     def close(self, shutdown_workers: bool, deadline: float = 5.0) -> None:
         """Release (or tell to exit) every worker, push the last bytes out, close sockets."""
@@ -936,8 +940,11 @@ def forsaken_delay(times: int, cap: float) -> float:
 
 
 def _has_room(w: WorkerRecord, mult: float) -> bool:
-    free = w.free(mult)
-    return free.cores > 0 or free.gpus > 0 or (w.total.cores == 0 and free.memory > 0)
+    """A free core or GPU (or memory, on a worker without cores); ``WorkerRecord.free``
+    without building its result, since every scheduling pass asks this of every worker."""
+    t, c = w.total, w.committed
+    return (t.cores * mult - c.cores > 0 or int(t.gpus * mult) - c.gpus > 0
+            or (t.cores == 0 and int(t.memory * mult) - c.memory > 0))
 
 
 _HANDLERS: dict[type, Callable[[Engine, WorkerRecord, Any], None]] = {
