@@ -47,7 +47,7 @@ from .security import make_self_signed, read_password_file, server_context
 from .serverless import EXEC_MODES, LibraryTask, library_files
 from .task import Task
 from .task_cache import TaskCache
-from .transport import bind_listener
+from .transport import bind_listener, raise_open_files_limit
 from .utils import port_range_from_environment
 
 _RESOURCE_KEYS = ("cores", "memory", "disk", "gpus", "wall_time")
@@ -169,6 +169,7 @@ class Manager:
                 raise ValueError(f"{arg} must be a port number (0: any free port), not "
                                  f"{value!r}")
         wanted = _port_range(port)
+        raise_open_files_limit()  # a connection per worker: thousands of them
         self._info = create_run_info(run_info_path, run_info_template, staging_path)
         try:
             listener = bind_listener(wanted)

@@ -27,6 +27,7 @@ import fcntl
 import mmap
 import os
 import queue
+import resource
 import socket
 import ssl
 import struct
@@ -546,7 +547,22 @@ def set_io_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
 
-def bind_listener(port: int | tuple[int, int], backlog: int = 256) -> socket.socket:
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (each worker
+    connection holds one; the usual soft limit, 1,024, would stop a manager near 1,000
+    workers); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # (an infinite hard limit is refused on some systems: keep what we have)
+    return soft
+
+
+def bind_listener(port: int | tuple[int, int],
+                  backlog: int = socket.SOMAXCONN) -> socket.socket:
     """A listening socket on all interfaces: on ``port`` (0 = any free port), or on the first
     free port of ``(low, high)``."""
     low, high = (port, port) if isinstance(port, int) else port
