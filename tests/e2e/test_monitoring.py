@@ -30,7 +30,8 @@ def test_measurements_of_memory_cores_disk_and_processes(manager, workers, tmp_p
     wait_connected(m, 1)
     hog = sized(f"{PY} -c \"b = bytearray(300 << 20); b[::4096] = b'x' * len(b[::4096]); "
                 f"import time; time.sleep(1.5)\"")
-    spin = f"{PY} -c \"import time; e = time.time() + 2.5\nwhile time.time() < e: pass\""
+    # each spinner burns 2 s of CPU, however long the machine takes to give it that
+    spin = f"{PY} -c \"import time\nwhile time.process_time() < 2: pass\""
     busy = sized(f"{spin} & {spin} & wait", cores=2)
     disk = sized("head -c 52428800 /dev/zero > big && sleep 1.2 && rm big")
     tiny = sized("true")
@@ -44,8 +45,9 @@ def test_measurements_of_memory_cores_disk_and_processes(manager, workers, tmp_p
     assert 300 <= r.memory <= 400, r
     assert r.virtual_memory >= r.memory
     r = busy.resources_measured
-    assert 1.5 <= r.cores <= 2.6, r  # two busy processes (less if the machine is loaded)
-    assert r.cpu_time >= 3.5 and r.max_concurrent_processes >= 3, r
+    assert r.cpu_time >= 3.9 and r.max_concurrent_processes >= 3, r
+    # two busy processes: about 2 cores, or what a loaded machine gave them (CPU / wall)
+    assert min(1.5, 0.9 * r.cpu_time / r.wall_time) <= r.cores <= 2.6, r
     assert r.total_processes >= 3
     r = disk.resources_measured
     assert 50 <= r.disk <= 60, r

@@ -5,6 +5,7 @@ import os
 import sys
 
 import cloudpickle
+import psutil
 import pytest
 
 import ndcctools.taskvine as vine
@@ -127,6 +128,40 @@ def test_cancelling_a_running_python_task_kills_it(manager, workers, tmp_path):
     (done,) = wait_tasks(m, 1)
     assert done.result == "cancelled"
     wait_until(lambda: m.wait(0) is None and not os.path.exists(f"/proc/{pid}"))
+
+
+def test_a_task_whose_fork_server_dies_runs_again_instead_of_hanging(manager, workers,
+                                                                     tmp_path):
+    """The fork server that forked a running task is killed: the task is no child of the
+    worker, which cannot wait for it; it is killed and forsaken, and runs again."""
+    import signal
+
+    from tests.conftest import wait_until
+    m = manager
+    proc = workers.start(m, cores=1)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def first_run_lingers(directory):
+        import pathlib
+        import time
+        runs = len(list(pathlib.Path(directory).iterdir()))
+        pathlib.Path(directory, f"run{runs}-{os.getpid()}").write_text("")
+        if runs == 0:
+            time.sleep(120)
+        return runs
+    t = vine.PythonTask(first_run_lingers, str(marks))
+    m.submit(t)
+    wait_until(lambda: m.wait(0) is None and any(marks.iterdir()))
+    (mark,) = marks.iterdir()
+    task_pid = int(mark.name.split("-")[1])
+    server = psutil.Process(task_pid).parent()  # the fork server that forked it
+    assert server.pid != proc.pid and "pyfork" in " ".join(server.cmdline())
+    os.kill(server.pid, signal.SIGKILL)
+    (done,) = wait_tasks(m, 1, timeout=60)
+    assert done.successful() and done.output == 1  # the second run, started the plain way
+    wait_until(lambda: not psutil.pid_exists(task_pid) or
+               psutil.Process(task_pid).status() == psutil.STATUS_ZOMBIE)
 
 
 def test_a_python_without_cloudpickle_fails_the_task_instead_of_hanging(manager, workers,

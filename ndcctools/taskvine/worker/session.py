@@ -60,6 +60,7 @@ from ..items import (
 from ..resources import Resources
 from ..security import AUTH_LINE, TRANSFER_AUTH_INFO
 from ..transport import Outbox, SinkError, Splicer, receive
+from . import reaper
 from .cache import TYPE_MINI_TASK, TYPE_PUT, TYPE_TRANSFERRED, Cache
 from .fetcher import Fetcher
 from .libraries import LibraryError, LibraryProcess
@@ -112,7 +113,7 @@ class TaskRun:
 
     __slots__ = ("msg", "alloc", "sandbox", "pid", "pidfd", "start_us", "deadline",
                  "kill_result", "running", "watched", "sandbox_mb", "fork_id", "library",
-                 "call_args", "queued", "meter")
+                 "call_args", "queued", "meter", "fork_server")
 
     def __init__(self, msg: p.TaskMsg, alloc: Resources):
         self.msg = msg
@@ -127,6 +128,7 @@ class TaskRun:
         self.watched: list[Watched] = []
         self.sandbox_mb = 0
         self.fork_id = 0  # request to a fork server (0: started with posix_spawn)
+        self.fork_server: ForkServer | None = None  # the server it was asked of
         self.library: LibraryProcess | None = None  # the library it is, or that serves it
         self.call_args: bytes | None = None  # a call's infile, passed inline to its library
         self.queued = False  # waiting in the session's queue to start
@@ -578,7 +580,7 @@ class Session:
         self.fork_serial += 1
         if not server.start(self.fork_serial, argv, run.sandbox.path, env, run.sandbox.stdout):
             return False
-        run.fork_id = self.fork_serial
+        run.fork_id, run.fork_server = self.fork_serial, server
         self.forked[run.fork_id] = run
         return True
 
@@ -603,11 +605,24 @@ class Session:
             self.sel.unregister(sock)
             self.log(f"fork server of {server.proc.args[0]} ended: starting Python tasks "
                      "with a new interpreter each")
-            for fork_id, run in [(i, r) for i, r in self.forked.items() if r.pid == 0]:
-                del self.forked[fork_id]
-                run.fork_id = 0
-                self.release(run)
+            self.orphaned_by(server)
+
+    def orphaned_by(self, server: ForkServer) -> None:
+        """The tasks asked of ``server``, which died: those not started yet start the
+        ordinary way; those running can no longer be waited for (they are not our
+        children), so they are killed and forsaken, to run again."""
+        for fork_id, run in [(i, r) for i, r in self.forked.items() if r.fork_server is server]:
+            del self.forked[fork_id]
+            run.fork_id, run.fork_server = 0, None
+            self.release(run)
+            if run.pid == 0:
                 self.launch(run, fork=False)
+                continue
+            kill_group(run.pid)
+            server.children.pop(fork_id, None)
+            reaper.forget(run.pid)
+            self.log(f"task {run.msg.task_id}: its fork server died while it ran: forsaken")
+            self.finish(run, RESULT_FORSAKEN, 0)
 
     # ------------------------------------------------------------------ libraries
     def library_for(self, name: str) -> LibraryProcess | None:
