@@ -204,3 +204,42 @@ def test_large_stdout_is_fetched_whole(manager, workers):
         ids[m.submit(vine.Task(f"head -c {n} /dev/zero | tr '\\0' x"))] = n
     for t in wait_tasks(m, len(sizes)):
         assert t.std_output == "x" * ids[t.id]
+
+
+def test_plain_commands_start_without_a_shell_and_behave_as_with_one(manager, workers,
+                                                                    tmp_path):
+    """A command of plain words starts without ``sh`` (worker/process.py): the program sees
+    what it would have seen through ``sh`` (argv, environment with PWD), and what cannot
+    start that way (not found, a script without #!) still runs, or fails, as with sh."""
+    m = manager
+    workers.start(m)
+    script = tmp_path / "noshebang"
+    script.write_text("echo from a script without an interpreter line\n")
+    script.chmod(0o755)
+    tool = m.declare_file(str(script))
+
+    def task(cmd, with_script=False):
+        t = vine.Task(cmd)
+        t.set_env_var("MARK", "x")
+        if with_script:
+            t.add_input(tool, "noshebang")
+        return t
+    tasks = {"direct": task("env"), "shell": task("exec env"),
+             "args": task(f"{os.path.realpath('/usr/bin/printf')} %s-%s one two"),
+             "missing": task("no-such-program-here --flag"),
+             "script": task("./noshebang", with_script=True),
+             "false": task("false")}
+    ids = {m.submit(t): name for name, t in tasks.items()}
+    done = {ids[t.id]: t for t in wait_tasks(m, len(tasks))}
+
+    def environment(t):
+        lines = sorted(t.std_output.splitlines())
+        pwd = [line for line in lines if line.startswith("PWD=")]
+        assert pwd and pwd[0].endswith(f"/task.{t.id}"), t.std_output  # its sandbox, as sh
+        own = f"/task.{t.id}"  # its sandbox's name (in PWD, TMPDIR...) is its own
+        return [line.replace(own, "/task.N") for line in lines if not line.startswith("_=")]
+    assert environment(done["direct"]) == environment(done["shell"])
+    assert done["args"].std_output == "one-two"
+    assert done["missing"].exit_code == 127 and "not found" in done["missing"].std_output
+    assert done["script"].std_output == "from a script without an interpreter line\n"
+    assert done["false"].exit_code == 1

@@ -2,16 +2,23 @@
 
 A task runs as ``/bin/sh -c <command>`` in its sandbox, in a new session (so its whole
 process group can be killed), stdin from ``/dev/null``, stdout and stderr into the
-sandbox's ``.taskvine.stdout``. Its process group is registered with the worker's reaper
-(``reaper.py``), which kills it if the worker dies; whoever collects it with ``waitpid``
-calls ``reaper.forget`` first. ``os.posix_spawn`` (vfork-based in glibc) is the cheapest way
-to start a process from Python; since it cannot change directory, the worker, which is
-single-threaded, changes its own directory around the call.
+sandbox's ``.taskvine.stdout``. A command that is only a program and plain words (no
+quoting, expansion, redirection or other shell syntax, and not a shell builtin) is started
+directly, as ``sh`` would start it: the same words, found on the task's ``PATH``, with
+``PWD`` set to the sandbox as ``sh`` sets it. That saves the shell's own start, a tenth of a
+millisecond of CPU on every such task; whatever cannot start that way (not found, a script
+without ``#!``) goes through ``sh``, which says why. Its process group is registered with
+the worker's reaper (``reaper.py``), which kills it if the worker dies; whoever collects it
+with ``waitpid`` calls ``reaper.forget`` first. ``os.posix_spawn`` (vfork-based in glibc)
+is the cheapest way to start a process from Python; since it cannot change directory, the
+worker, which is single-threaded, changes its own directory around the call.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 
 from . import reaper
@@ -54,6 +61,29 @@ def task_environment(task_env: tuple[str, ...], cores: int, memory: int, disk: i
     return env
 
 
+PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+#: what sh runs itself rather than as a program (dash's builtins and reserved words); true
+#: and false are left out: the programs of those names do exactly the same
+SHELL_BUILTINS = frozenset((
+    ". : [ alias bg break cd chdir command continue echo eval exec exit export fc fg "
+    "getopts hash jobs kill local printf pwd read readonly return set shift test times trap "
+    "type ulimit umask unalias unset wait ! { } case do done elif else esac fi for if in "
+    "then until while").split())
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # sh's, unset
+_programs: dict[tuple[str, str], str] = {}  # (name, PATH) -> program, for absolute PATHs
+
+
+def direct_argv(command: str) -> list[str] | None:
+    """The words of ``command`` if ``sh -c`` would only run them as a program; else None."""
+    words = command.split(" ")
+    if not all(PLAIN_WORD.fullmatch(word) for word in words):
+        return None  # shell syntax, or spaces that are not single separators
+    first = words[0]
+    if "=" in first or first in SHELL_BUILTINS:
+        return None
+    return words
+
+
 def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -> int:
     """Start the command; returns its pid (= its process group id, registered with the
     reaper)."""
@@ -64,11 +94,38 @@ def spawn(command: str, cwd: str, stdout: str, env: dict[str, str], home: str) -
     ]
     os.chdir(cwd)
     try:
-        pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, file_actions=actions,
-                             setsid=True, setsigdef=PYTHON_IGNORES)
+        argv = direct_argv(command)
+        pid = _spawn_program(argv, env, actions) if argv is not None else None
+        if pid is None:
+            pid = os.posix_spawn("/bin/sh", ["sh", "-c", command], env, file_actions=actions,
+                                 setsid=True, setsigdef=PYTHON_IGNORES)
     finally:
         os.chdir(home)
     reaper.watch(pid)
+    return pid
+
+
+def _spawn_program(argv: list[str], env: dict[str, str], actions: list) -> int | None:
+    """Start ``argv`` without a shell (the current directory is the sandbox); None if it
+    cannot start that way."""
+    name = argv[0]
+    path = env.get("PATH", DEFAULT_PATH)
+    key = (name, path)
+    program = name if "/" in name else _programs.get(key)
+    found = program is None
+    if found:
+        program = shutil.which(name, path=path)
+        if program is None:
+            return None
+    env["PWD"] = os.getcwd()  # as sh exports it
+    try:
+        pid = os.posix_spawn(program, argv, env, file_actions=actions, setsid=True,
+                             setsigdef=PYTHON_IGNORES)
+    except OSError:  # gone, not executable, a script without #!: sh knows what to do
+        _programs.pop(key, None)
+        return None
+    if found and all(os.path.isabs(d) for d in path.split(os.pathsep)):
+        _programs[key] = program  # found the same way next time, wherever the task runs
     return pid
 
 
