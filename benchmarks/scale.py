@@ -30,7 +30,6 @@ import io
 import json
 import os
 import pstats
-import resource
 import shutil
 import signal
 import subprocess
@@ -40,16 +39,12 @@ import time
 from collections.abc import Callable
 
 import scale_sim
+from common import cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ----------------------------------------------------------------------- measuring
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def rss_mb() -> float:
     gc.collect()
     with open("/proc/self/statm") as f:

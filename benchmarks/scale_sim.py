@@ -25,6 +25,8 @@ import socket
 import time
 import uuid
 
+from common import cpu
+
 PACE = 128  # connections in progress (SYN sent, hello not yet written) at one time
 RECV = 1 << 16
 
@@ -246,7 +248,7 @@ class Pool:
 
     # -- main loop
     def run(self) -> dict:
-        t0, c0 = time.monotonic(), _cpu()
+        t0, c0 = time.monotonic(), cpu()
         while not self.stopping and (self.opened < self.count or self.live or self.connecting):
             self.open_more()
             for key, ev in self.sel.select(1.0):
@@ -259,7 +261,7 @@ class Pool:
                 if ev & selectors.EVENT_WRITE and w.sock.fileno() >= 0:
                     self.flush(w)
         return dict(self.stats, wall_s=round(time.monotonic() - t0, 3),
-                    cpu_s=round(_cpu() - c0, 3), unexpected_lines=self.unexpected)
+                    cpu_s=round(cpu() - c0, 3), unexpected_lines=self.unexpected)
 
 
 TOP = {"task": Pool.on_task, "mini_task": Pool.on_mini_task, "check": Pool.on_check,
@@ -268,11 +270,6 @@ TOP = {"task": Pool.on_task, "mini_task": Pool.on_mini_task, "check": Pool.on_ch
        "puturl_now": Pool.on_ignore, "file": Pool.on_item, "dir": Pool.on_item,
        "symlink": Pool.on_item, "end": Pool.on_item, "send_results": Pool.on_send_results,
        "send_stdout": Pool.on_send_stdout, "get": Pool.on_get, "getfile": Pool.on_get}
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def main(host: str, port: int, count: int, cores: int) -> int:

@@ -262,18 +262,25 @@ def test_our_workers_get_a_transfer_secret_and_others_do_not(manager):
     assert debug_log(manager).count("does not authenticate peer transfers") == 1
 
 
+def flood(manager, settled, dropped: str, refusing: str) -> None:
+    """Five silent connections against a limit of 3: serve until ``settled()``; the log must
+    say the 3 taken were ``dropped`` and, once, that it was ``refusing`` the others."""
+    socks = [connect(manager) for _ in range(5)]
+    serve_until(manager, settled)
+    log = debug_log(manager)
+    assert log.count(dropped) == 3
+    assert log.count(refusing) == 1
+    for sock in socks:
+        sock.close()
+
+
 def test_silent_and_half_finished_handshakes_are_dropped_and_bounded(manager, monkeypatch):
     monkeypatch.setattr(admission, "HANDSHAKE_TIMEOUT", 0.5)
     monkeypatch.setattr(admission, "MAX_PENDING", 3)
     manager.set_password(PASSWORD)
-    socks = [connect(manager) for _ in range(5)]
     admitting = manager._engine.admission
-    serve_until(manager, lambda: admitting.refused >= 2 and not admitting.pending)
-    log = debug_log(manager)  # all 5 seen, the 3 taken dropped
-    assert log.count("did not authenticate within") == 3
-    assert log.count("still authenticating") == 1
-    for sock in socks:
-        sock.close()
+    flood(manager, lambda: admitting.refused >= 2 and not admitting.pending,
+          dropped="did not authenticate within", refusing="still authenticating")
 
     def right():
         sock = connect(manager)
@@ -292,14 +299,9 @@ def test_plain_connections_that_never_say_hello_are_bounded_and_dropped(manager,
 
     monkeypatch.setattr(engine_module, "HELLO_TIMEOUT", 0.5)
     monkeypatch.setattr(engine_module, "MAX_UNIDENTIFIED", 3)
-    socks = [connect(manager) for _ in range(5)]
     engine = manager._engine
-    serve_until(manager, lambda: engine._refusing and not engine.unidentified)
-    log = debug_log(manager)  # all 5 seen, the 3 taken dropped
-    assert log.count("said no hello in") == 3
-    assert log.count("have not said hello yet") == 1
-    for sock in socks:
-        sock.close()
+    flood(manager, lambda: engine._refusing and not engine.unidentified,
+          dropped="said no hello in", refusing="have not said hello yet")
 
     def worker():
         sock = connect(manager)

@@ -124,7 +124,7 @@ def record(task_id, category="c", cores=-1, memory=-1, disk=-1, gpus=-1, library
                            _gpus=gpus)
     return SimpleNamespace(task=task, task_id=task_id, library=library, result=0,
                            exit_code=0, time_worker_start=0, time_worker_end=1_000_000,
-                           allocation=None)
+                           allocation=None, measured=None)
 
 
 def categories(steady=25):

@@ -304,9 +304,8 @@ class Categories:
         if rec.result == cvine.VINE_RESULT_SUCCESS:
             c.time_good += wall
             c.good_count += 1
-            measured = getattr(rec, "measured", None)
-            if measured is not None:
-                self.record(c.name, measured, max(wall / 1e6, 1e-6))
+            if rec.measured is not None:
+                self.record(c.name, rec.measured, max(wall / 1e6, 1e-6))
 
     @staticmethod
     def _returned(c: Category, rec: TaskRecord) -> None:

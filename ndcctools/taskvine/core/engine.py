@@ -461,7 +461,7 @@ class Engine:
             return False  # (calls and library instances are READY tasks too)
         mult = self.tuning.resource_submit_multiplier
         now, blocked = self.clock(), self.blocked  # (this walk is per pass: keep it lean)
-        candidates = [w for w in self.workers.values() if w.ready and _has_room(w, mult)
+        candidates = [w for w in self.workers.values() if w.ready and w.has_room(mult)
                       and w.paused_until <= now and not (blocked and w.hostname in blocked)]
         if self.tuning.wait_for_workers > len(self.workers):
             return False
@@ -522,7 +522,7 @@ class Engine:
             w, alloc = choice
             self._dispatch(rec, w, alloc)
             dispatched = True
-            if not _has_room(w, mult):
+            if not w.has_room(mult):
                 candidates.remove(w)
                 if not candidates and not self.libraries.has_free_slot():
                     break
@@ -937,14 +937,6 @@ def forsaken_delay(times: int, cap: float) -> float:
     """Seconds before a task forsaken ``times`` times is sent again: at once after the first
     time, then 0.5 s doubling up to ``cap`` (a worker that cannot run it must not spin)."""
     return 0.0 if times <= 1 else min(cap, 0.5 * 2.0 ** min(times - 2, 32))
-
-
-def _has_room(w: WorkerRecord, mult: float) -> bool:
-    """A free core or GPU (or memory, on a worker without cores); ``WorkerRecord.free``
-    without building its result, since every scheduling pass asks this of every worker."""
-    t, c = w.total, w.committed
-    return (t.cores * mult - c.cores > 0 or int(t.gpus * mult) - c.gpus > 0
-            or (t.cores == 0 and int(t.memory * mult) - c.memory > 0))
 
 
 _HANDLERS: dict[type, Callable[[Engine, WorkerRecord, Any], None]] = {

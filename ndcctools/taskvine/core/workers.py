@@ -67,6 +67,13 @@ class WorkerRecord:
         return Resources(t.cores * multiplier - c.cores, int(t.memory * multiplier) - c.memory,
                          int(t.disk * multiplier) - c.disk, int(t.gpus * multiplier) - c.gpus)
 
+    def has_room(self, multiplier: float = 1.0) -> bool:
+        """A free core or GPU (or memory, on a worker without cores): ``free`` without
+        building its result, since every scheduling pass asks this of every worker."""
+        t, c = self.total, self.committed
+        return (t.cores * multiplier - c.cores > 0 or int(t.gpus * multiplier) - c.gpus > 0
+                or (t.cores == 0 and int(t.memory * multiplier) - c.memory > 0))
+
     def finished(self, wall_us: int) -> None:
         """A task ended here after ``wall_us`` microseconds."""
         self.tasks_done += 1

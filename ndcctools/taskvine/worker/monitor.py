@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import psutil
 
 from .. import protocol as p
+from .resources import MB
 
-MB = 1 << 20
 FIRST_SAMPLE = 0.25  # seconds from the start to the first sample; the gap then doubles
 SCAN_ALL_FROM = 3  # tasks due at once from which one pass over all processes is cheaper
 SERIES_COLUMNS = ("wall_clock", "cpu_time", "cores", "memory", "virtual_memory", "disk",
