@@ -46,3 +46,15 @@ def test_a_sample_sees_the_tree_and_the_watchdog_its_memory():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_task_never_sampled_is_judged_by_the_kernels_peak():
+    """A task that ends before its first sample: ``wait4``'s largest resident set (in KB)
+    is its memory, and the watchdog's verdict."""
+    meter = TaskMeter(2, p.Monitor(5.0, True, False), 100, time.time() - 0.1)
+    summary = meter.summary(Usage(0.08, 250 * 1024, 0, 8), time.time(), 0, 0)
+    assert summary["memory"] == 250 and summary["limits_exceeded"] == {"memory": 250}
+    assert summary["bytes_written"] == round(8 * 512 / (1 << 20), 6)  # blocks of 512 bytes, in MB
+    unwatched = TaskMeter(3, p.Monitor(5.0, False, False), 100, time.time() - 0.1)
+    assert "limits_exceeded" not in unwatched.summary(Usage(0.08, 250 * 1024, 0, 0),
+                                                      time.time(), 0, 0)
